@@ -33,7 +33,7 @@ from edge.clock import Clock
 from edge.errors import NotFoundError, WrongStateError
 from edge.log import Summarised
 from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, parse_cancel
-from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource, OrderStatus
+from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
 from edge.store.jobs import COPY_JUST_OUT_S
@@ -62,7 +62,7 @@ WRITE_PROBE_FRESH_S = 300.0
 _CREATED = {InsertOutcome.STORED: 201, InsertOutcome.CANCEL_PENDING: 202}
 
 
-def _accepted(result: InsertResult, **more: str) -> web.Response:
+def _accepted(result: InsertResult, **more: str | list[str]) -> web.Response:
     body = {
         "order_id": result.order_id,
         "status": result.outcome,
@@ -87,16 +87,22 @@ async def post_cancel(request: web.Request) -> web.Response:
     if result.outcome != InsertOutcome.CANCEL_PENDING:
         return _accepted(result)
     # The sender's rule stands: a cancel for an id not here is kept. But a person may have typed the number on today's
-    # ticket, as a reprint takes it: the answer names the open order that has it (the api80 probe, F6).
-    numbered, _ = await deps.scans.order_named(order_id, NamedBy.NUMBER)
-    stored = await deps.orders.get(numbered) if numbered is not None and numbered != order_id else None
-    if stored is None or stored.status != OrderStatus.OPEN:
+    # ticket, as a reprint takes it: the answer names the open order that has it (the api80 probe, F6), or each one
+    # where two show it, as a reprint by it names them (the verify81 probe, F3).
+    numbered = [(id_, number) for id_, number in await deps.scans.open_numbered_today(order_id) if id_ != order_id]
+    kept = f"no order {order_id} here yet: this cancel is kept for an order with that id"
+    if not numbered:
         return _accepted(result)
+    if len(numbered) == 1:
+        ((id_, number),) = numbered
+        hint = f"{kept}; ticket {number} is open order {id_}: to cancel that, POST /api/v1/orders/{id_}/cancel (its id)"
+        return _accepted(result, ticket_number_of=id_, hint=hint)
+    ids = [id_ for id_, _ in numbered]
     hint = (
-        f"no order {order_id} here yet: this cancel is kept for an order with that id; ticket {stored.number} is open"
-        f" order {stored.id}: to cancel that, POST /api/v1/orders/{stored.id}/cancel (its id)"
+        f"{kept}; ticket {order_id} is on {len(ids)} of today's open orders, {', '.join(ids)}: this cancel leaves them"
+        " open; to cancel one, POST /api/v1/orders/<its id>/cancel"
     )
-    return _accepted(result, ticket_number_of=stored.id, hint=hint)
+    return _accepted(result, ticket_number_of_orders=ids, hint=hint)
 
 
 async def get_order(request: web.Request) -> web.Response:

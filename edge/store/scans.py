@@ -199,6 +199,13 @@ class ScanStore:
             )
         return (found["id"] if found is not None else None), why
 
+    async def open_numbered_today(self, number: str) -> list[tuple[str, str]]:
+        """(id, number) of today's open orders whose ticket shows ``number`` (as order_named reads it), oldest first:
+        where it names none alone, which ones a person may have meant. Read only."""
+        today, _ = await _numbered(self._db.fetchall, number, self._day(self._clock.wall()))
+        rows = sorted((r for r in today if r["status"] == OrderStatus.OPEN), key=lambda r: (r["created_at"], r["id"]))
+        return [(r["id"], r["number"]) for r in rows]
+
     def _day(self, at: float) -> tuple[dt.datetime, dt.datetime]:
         """The business day at ``at`` (our wall time), on central's clock once known."""
         off = self._central.box_minus_theirs() if self._central is not None else None
@@ -311,6 +318,28 @@ async def _find_order(
     rows = list(await fetch("SELECT id, number, status, created_at FROM orders WHERE id = ?", (ref,)))
     if not plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
+    start = day[0]
+    today, candidates = await _numbered(fetch, ref, day)
+    # Of two, a cancelled one's tickets are void: the live one is meant.
+    named = today if len(today) == 1 else [r for r in today if r["status"] != OrderStatus.CANCELLED]
+    if len(named) == 1:
+        return named[0], ""
+    since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
+    if today:
+        shown = "" if all(r["number"] == ref for r in today) else " as their tickets print it"
+        return None, f"{len(today)} orders of {since} have number {ref!r}{shown}: {ask}"
+    if rows:
+        return rows[0], ""
+    others = len(candidates)  # older ones, or (a till's clock ahead) one dated after today's start
+    return None, f"no order with id or number {ref!r} in {since}" + (
+        f"; {others} of other days have it" if others else ""
+    )
+
+
+async def _numbered(
+    fetch: _Fetch, ref: str, day: tuple[dt.datetime, dt.datetime]
+) -> tuple[list[aiosqlite.Row], list[aiosqlite.Row]]:
+    """The orders of the business day ``day`` whose ticket shows the number ``ref``, and all those that show it."""
     start, end = day
     # The number as its ticket shows it (names_number): as sent, or printed otherwise ("B-10\u200b43" as "B-1043",
     # "Щ-1047" as "Shch-1047"), which only a number with more than printable ASCII in it can be, one of today's found
@@ -323,21 +352,8 @@ async def _find_order(
     candidates: Iterable[aiosqlite.Row] = found.values()
     if not found:  # the number its first ticket showed, a revision changed since (the kitchen's paper has it)
         candidates = await fetch(_NUMBERED_BEFORE, (ref,))
-    today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
-    # Of two, a cancelled one's tickets are void: the live one is meant.
-    named = today if len(today) == 1 else [r for r in today if r["status"] != OrderStatus.CANCELLED]
-    if len(named) == 1:
-        return named[0], ""
-    since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
-    if today:
-        shown = "" if all(r["number"] == ref for r in today) else " as their tickets print it"
-        return None, f"{len(today)} orders of {since} have number {ref!r}{shown}: {ask}"
-    if rows:
-        return rows[0], ""
-    others = len(list(candidates))  # older ones, or (a till's clock ahead) one dated after today's start
-    return None, f"no order with id or number {ref!r} in {since}" + (
-        f"; {others} of other days have it" if others else ""
-    )
+    shown = list(candidates)
+    return [r for r in shown if start <= dt.datetime.fromisoformat(r["created_at"]) < end], shown
 
 
 async def _apply(

@@ -82,6 +82,26 @@ async def test_a_cancel_by_the_number_on_todays_ticket_is_kept_for_that_id_and_t
     assert (status, body) == (202, {"order_id": "59", "status": "cancel_pending", "revision": 2, "job_ids": []})
 
 
+@pytest.mark.parametrize("other_number", ["58", "\uff15\uff18"], ids=["same", "full-width"])
+async def test_a_cancel_by_a_number_on_two_of_todays_tickets_names_both_orders_and_cancels_neither(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, other_number: str
+) -> None:
+    """Today's open orders 912 and 913 both show ticket number 58 (sent so, or "５８", which prints as 58); a person
+    cancels "58". The cancel is kept for the id 58 (202 as before), and the answer says that 58 is on two of today's
+    tickets and names both orders to cancel by id, as a reprint by that number names them; both stay open. Before,
+    the 202 named neither and said nothing (the verify81 probe, F3: the api80 probe's F6 silence again)."""
+    assert (await post(api, example_order | {"id": "912", "number": "58"}))[0] == 201
+    assert (await post(api, example_order | {"id": "913", "number": other_number}))[0] == 201
+    status, body = await cancel(api, {"revision": 2, "reason": "Gast weg"}, order_id="58")
+    assert (status, body["status"], body["order_id"]) == (202, "cancel_pending", "58"), body
+    assert body.get("ticket_number_of_orders") == ["912", "913"] and "ticket_number_of" not in body, body
+    assert "on 2 of today's open orders" in body.get("hint", ""), body
+    assert "912" in body["hint"] and "913" in body["hint"] and "/cancel" in body["hint"], body
+    for order_id in ("912", "913"):
+        async with api.get(f"/api/v1/orders/{order_id}") as r:
+            assert (await r.json())["status"] == "open"
+
+
 async def test_a_cancel_before_its_order_is_kept_and_the_order_prints_nothing(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
