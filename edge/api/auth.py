@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import hmac
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -34,22 +36,30 @@ _FIRST_WAIT_S = 1.0
 _LONGEST_WAIT_S = 60.0
 _FORGET_S = 900.0  # an address with no wrong token for this long starts afresh
 _MAX_ADDRESSES = 1024  # addresses remembered at once, the longest quiet forgotten first
+# Distinct wrong tokens remembered per address in a spell, as short keyed hashes (never the token): the same one sent
+# again (a status page refreshing with a refused token, a till retrying with its old one) is no new guess.
+_KEPT_WRONG = 8
+_DIGEST_BYTES = 8
 
 
 @dataclass(frozen=True)
 class _Guesses:
-    wrong: int  # wrong tokens in this spell
+    wrong: int  # distinct wrong tokens in this spell
     last: float  # monotonic time of the last one
     until: float  # its token is not looked at before this
+    seen: tuple[bytes, ...]  # keyed hashes of its latest distinct wrong tokens, at most _KEPT_WRONG
 
 
 class GuessBrake:
-    """Wrong tokens counted per client address: after a few, that address's requests are refused without their token
-    being looked at, for a while that grows with each wrong one; others' are not (the till on its own address, the
-    box's own `edge` commands on loopback)."""
+    """Distinct wrong tokens counted per client address: after a few, that address's requests are refused without
+    their token being looked at, for a while that grows with each new wrong one; others' are not (the till on its own
+    address, the box's own `edge` commands on loopback). A wrong token sent again is answered 401 but no guess: a
+    page refreshing with it every 5 s kept a PC that was also the till braked with nobody typing (the verify81
+    probe, F1)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self._key = os.urandom(16)  # the hashes kept say nothing of a token outside this process
         self._by_address: collections.OrderedDict[str, _Guesses] = collections.OrderedDict()  # longest quiet first
 
     def wait_s(self, address: str) -> float:
@@ -57,13 +67,20 @@ class GuessBrake:
         guesses = self._by_address.get(address)
         return 0.0 if guesses is None else max(0.0, guesses.until - self._clock())
 
-    def wrong(self, address: str) -> int:
-        """Notes a wrong token from ``address``; how many its spell has had (``_FREE_GUESSES``: its waits begin)."""
+    def wrong(self, address: str, token: bytes) -> int | None:
+        """Notes a wrong ``token`` from ``address``; how many distinct ones its spell has had (``_FREE_GUESSES``: its
+        waits begin), None for one it sent already in this spell (nothing changes)."""
         now = self._clock()
-        before = self._by_address.pop(address, None)
-        wrong = 1 if before is None or now - before.last >= _FORGET_S else before.wrong + 1
+        digest = hmac.new(self._key, token, hashlib.sha256).digest()[:_DIGEST_BYTES]
+        before = self._by_address.get(address)
+        fresh = before is None or now - before.last >= _FORGET_S
+        if before is not None and not fresh and digest in before.seen:
+            return None
+        self._by_address.pop(address, None)
+        wrong = 1 if before is None or fresh else before.wrong + 1
+        seen = (digest,) if before is None or fresh else (*before.seen[-(_KEPT_WRONG - 1) :], digest)
         wait = min(_LONGEST_WAIT_S, _FIRST_WAIT_S * 2 ** min(wrong - _FREE_GUESSES, 8)) if wrong >= _FREE_GUESSES else 0
-        self._by_address[address] = _Guesses(wrong, now, now + wait)
+        self._by_address[address] = _Guesses(wrong, now, now + wait, seen)
         while self._by_address:  # bounded whatever comes: the quiet ones go first
             oldest = next(iter(self._by_address.values()))
             if len(self._by_address) <= _MAX_ADDRESSES and now - oldest.last < _FORGET_S:
@@ -116,7 +133,8 @@ class Authenticator:
             return self._too_many(remote, wait_s)  # its token is not looked at: else guessing goes on
         problem = self._check_token(request.headers)
         if self._bearer is not None:
-            self._brake_guesses(remote, problem)
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            self._brake_guesses(remote, problem, given)
         # Required signatures prove that an order came from central. A person's request (the status page, whose
         # browser must not hold the secret; an `edge` command) is let in by the token where there is one: before,
         # the status page could release nothing behind a proxy set up as the docs advise (the docs probe, D2).
@@ -162,10 +180,10 @@ class Authenticator:
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
         return response
 
-    def _brake_guesses(self, remote: str, problem: tuple[str, str] | None) -> None:
+    def _brake_guesses(self, remote: str, problem: tuple[str, str] | None, given: bytes) -> None:
         if problem is None:
             self._brake.right(remote)
-        elif problem[0] == "wrong_token" and self._brake.wrong(remote) == _FREE_GUESSES:
+        elif problem[0] == "wrong_token" and self._brake.wrong(remote, given) == _FREE_GUESSES:
             log.warning(  # once a spell: its 429s are counted in the metrics, not logged
                 "api_token_guesses_braked",
                 remote=remote,

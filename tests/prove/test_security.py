@@ -137,6 +137,32 @@ async def test_wrong_tokens_from_one_address_are_refused_429_for_a_growing_while
         assert 'edge_api_requests_rejected_total{reason="too_many_wrong_tokens"} 11.0' in await response.text()
 
 
+async def test_a_page_refreshing_with_the_same_wrong_token_is_one_guess_and_the_till_on_that_pc_is_not_braked(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """A status-page tab on a PC still holds an old token and refreshes every 5 s; the same PC is the till. The same
+    wrong token sent 50 times is answered 401 each time, never 429, and the till's right token from that address
+    gets in; a guesser's six different wrong tokens are still braked (429). Before, every refresh counted as a guess:
+    the PC was braked for good with nobody typing, and the till's orders were refused 429 for 71-111 s (the
+    verify81 probe, F1)."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    pc = "127.0.0.2"
+    with capture_logs() as logs:
+        for _ in range(50):
+            assert (await status_from(agent, pc, "the-old-token"))[:2] == (401, None)
+            clock.advance(5)
+        assert (await status_from(agent, pc, TOKEN))[0] == 200  # the till on the same PC
+        guesser = "127.0.0.4"
+        for n in range(5):
+            assert (await status_from(agent, guesser, f"guess-{n}"))[0] == 401
+            if n < 4:  # after the fifth the address waits, whatever it sends
+                assert (await status_from(agent, guesser, f"guess-{n}"))[0] == 401  # the same again: no guess
+        assert (await status_from(agent, guesser, "guess-5"))[:2] == (429, "1")
+    braked = [line["remote"] for line in logs if line["event"] == "api_token_guesses_braked"]
+    assert braked == [guesser], braked
+
+
 def test_the_brake_on_wrong_tokens_keeps_a_bounded_memory_whatever_addresses_send_them() -> None:
     """Wrong tokens from 40,000 addresses (a client on the LAN taking a new IPv6 address for each): what the brake
     holds does not grow with them, the longest quiet address forgotten first, and one still guessing is still held
@@ -146,13 +172,13 @@ def test_the_brake_on_wrong_tokens_keeps_a_bounded_memory_whatever_addresses_sen
     tracemalloc.start()
     try:
         for n in range(2000):
-            brake.wrong(f"fd00::{n:x}")
+            brake.wrong(f"fd00::{n:x}", b"Bearer guess")
         before = held_by(auth_module.__file__)
         for n in range(2000, 40000):
-            brake.wrong(f"fd00::{n:x}")
+            brake.wrong(f"fd00::{n:x}", b"Bearer guess")
             if n % 100 == 0:
-                for _ in range(6):
-                    brake.wrong("192.168.1.66")
+                for m in range(6):
+                    brake.wrong("192.168.1.66", f"Bearer guess-{n}-{m}".encode())
         grown = held_by(auth_module.__file__) - before
     finally:
         tracemalloc.stop()
