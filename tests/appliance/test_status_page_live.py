@@ -717,6 +717,33 @@ async def test_a_wrong_token_typed_into_a_private_page_is_said_to_be_refused(
     assert "refused" in text, text
 
 
+async def test_a_page_whose_token_was_refused_stops_sending_it_until_another_is_typed(
+    chromium: Any, make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """status_page_public = false, refreshing every 0.3 s: a token typed wrong is refused (401) once, and the page
+    says so and sends it no more, for as long as it stays open; a token typed then is sent, and the refreshes go on
+    with it. Before, the page sent the refused token with every refresh, for good: a PC that was also the till was
+    braked with nobody typing and its orders refused 429 (the verify81 probe, F1)."""
+    agent = await make_agent(api={"status_page_public": False, "status_refresh_s": 0.3})
+    page = await chromium.new_page()
+    page.set_default_timeout(10_000)
+    sent: list[str | None] = []
+    page.on("request", lambda r: sent.append(r.headers.get("authorization")) if "/status/panel" in r.url else None)
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.fill("#token", "not-the-token-0123456789abcdef")
+    async with page.expect_response(lambda response: "/status/panel" in response.url and response.status == 401):
+        await page.click("#token-box button")
+    await asyncio.sleep(2)  # six refreshes' time
+    assert sent.count("Bearer not-the-token-0123456789abcdef") == 1, sent
+    assert "refused" in await page.inner_text("#message")
+    await page.fill("#token", TOKEN)
+    async with page.expect_response(lambda response: "/status/panel" in response.url and response.status == 200):
+        await page.click("#token-box button")
+    await page.wait_for_selector('tr[data-printer="kitchen"]')
+    await asyncio.sleep(1)
+    assert sent.count(f"Bearer {TOKEN}") >= 3, sent
+
+
 async def test_a_wrong_token_typed_again_and_again_is_said_to_wait_and_the_box_keeps_working(
     chromium: Any, make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:

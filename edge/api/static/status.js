@@ -19,6 +19,10 @@ let waitingPanel = null;
 const SETTLE_MS = 1000;
 const movedAt = new WeakMap(); // button -> when a refresh put it where another button was
 
+// A token the box refused (401, or 429 from its brake on guessing): the refreshes stop sending it until another is
+// typed. Sent every 5 s for good, it kept a PC that was also the till braked with nobody typing (the verify81 probe, F1).
+let refusedToken = null;
+
 function authHeaders() {
   const token = sessionStorage.getItem("edge-token");
   return token ? { Authorization: "Bearer " + token } : {};
@@ -58,6 +62,8 @@ function current() {
 }
 
 async function refresh() {
+  const token = sessionStorage.getItem("edge-token");
+  if (token && token === refusedToken) return; // the page says so already; a new token typed is sent
   try {
     const response = await fetch(body.dataset.panel, {
       headers: authHeaders(),
@@ -70,6 +76,7 @@ async function refresh() {
       else showPanel(html);
       current();
     } else if (response.status === 401) {
+      refusedToken = token;
       // A token typed and refused is not "none typed" (the api80 probe, F5): the person checks what they typed.
       say(
         sessionStorage.getItem("edge-token")
@@ -78,6 +85,7 @@ async function refresh() {
       );
       if (panel.querySelector("#summary")) outOfDate("the API token is needed");
     } else if (response.status === 429) {
+      refusedToken = token;
       // Too many wrong tokens from this computer: the box looks at none of them for a while (its brake on guessing).
       say(
         "Too many wrong API tokens from this computer: check the token (api.token on the box) and enter it again in " +
@@ -211,6 +219,7 @@ async function showPreview(jobId) {
 document.getElementById("token-box").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem("edge-token", tokenInput.value.trim());
+  refusedToken = null; // typed again, even the same: a person's try, sent once
   tokenInput.value = "";
   say("Token kept for this tab.");
   refresh();
