@@ -9,9 +9,14 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
+import structlog
+
 from edge.errors import ConfigError
+from edge.hardware import STABLE_PREFIXES
 from edge.store.db import Database, Writer
 from edge.store.meta import UPSERT_META
+
+log = structlog.get_logger()
 
 # Table meta: until when (unix seconds) orders this database does not know may be on paper all the same: set at a
 # new database's first start (the store's earlier system, or a card that died, printed before it) and by a restore
@@ -153,6 +158,16 @@ async def record_hardware(
         await conn.execute(UPSERT_META, (HARDWARE_KEY, json.dumps(sorted(ids))))
     if recorded is None or recorded & ids:
         return None
+    if not (_stable(recorded) and _stable(ids)):
+        # Only ids a box changes without becoming another (a USB adapter's MAC) on one side: this could be a swapped
+        # dongle as well as another box, and marking orders never printed COPY is worse than missing a clone.
+        log.info(
+            "box_not_judged",
+            recorded=sorted(recorded),
+            now=sorted(ids),
+            reason="no stable id (CPU or device-tree serial, product UUID, built-in adapter's MAC) on both sides",
+        )
+        return None
     newest = await conn.execute_fetchall("SELECT MAX(received_at) FROM orders")
     ran_until = next(iter(newest))[0]
     moved = CardMoved(at=now, ran_until=None if ran_until is None else float(ran_until))
@@ -163,6 +178,10 @@ async def record_hardware(
     if boot is not None:
         await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
     return moved
+
+
+def _stable(ids: frozenset[str]) -> bool:
+    return any(id_.startswith(STABLE_PREFIXES) for id_ in ids)
 
 
 def card_moved(conn: sqlite3.Connection) -> CardMoved | None:

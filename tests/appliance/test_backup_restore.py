@@ -1119,6 +1119,77 @@ async def test_a_card_that_ran_in_another_box_prints_what_it_missed_as_copy_and_
         await relay.stop()
 
 
+def plug_adapter(root: Path, name: str, mac: str, *, usb: bool) -> None:
+    """A network adapter of the box under ``root`` as Linux shows it: /sys/class/net/NAME with its MAC and a `device`
+    link into /sys/devices, under a USB bus (a dongle) or on the PCI bus (built in), whose `subsystem` link names it."""
+    bus = "usb" if usb else "pci"
+    device = root / "sys" / "devices" / "pci0000:00" / ("0000:00:14.0/usb1/1-2/1-2:1.0" if usb else "0000:00:1f.6")
+    device.mkdir(parents=True, exist_ok=True)
+    (root / "sys" / "bus" / bus).mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        (device / "subsystem").symlink_to(root / "sys" / "bus" / bus)
+    interface = root / "sys" / "class" / "net" / name
+    interface.mkdir(parents=True, exist_ok=True)
+    (interface / "address").write_text(f"{mac}\n")
+    (interface / "device").unlink(missing_ok=True)
+    (interface / "device").symlink_to(device)
+
+
+@pytest.mark.parametrize("built_in", [True, False], ids=["beside-a-built-in-adapter", "the-only-adapter"])
+async def test_a_usb_network_adapter_swapped_in_the_same_box_is_no_moved_card(
+    tmp_path: Path, printers: dict[str, SimPrinter], built_in: bool
+) -> None:
+    """A PC whose agent (User=edge) cannot read the firmware's product UUID: its ids are its network adapters' MACs.
+    The box is off while central takes an order; its USB Wi-Fi dongle is replaced. That changes no box: the order it
+    never printed prints unmarked and nobody is mailed. With a built-in adapter the dongle is not counted at all; with
+    the dongle the only id, nothing can be judged and the log says so. Before (the verify81 probe, F2): the order came
+    out first marked KOPIE / COPY and the manager was mailed "Speicherkarte lief in einem anderen Gerät"."""
+    relay = SmtpSink(port=free_port())
+    await relay.start()
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    hardware = tmp_path / "hardware"
+    if built_in:
+        plug_adapter(hardware, "enp0s31f6", "3c:52:82:00:00:01", usb=False)
+    plug_adapter(hardware, "wlx7c10c9aabb01", "7c:10:c9:aa:bb:01", usb=True)
+    mail = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ndisk_free_min_mb = 0\n'
+    )
+    agent = agent_process(
+        tmp_path,
+        printers,
+        env={HARDWARE_ROOT_ENV: str(hardware)},
+        extra=central_table(central) + mail,
+        log_level="info",
+    )
+    kitchen = printers["kitchen"]
+    try:
+        central.add_orders([make_order(1, print_receipt=False)])
+        await agent.start()
+        await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        central.add_orders([make_order(2, print_receipt=False, created_at=datetime.now(UTC))])
+        shutil.rmtree(hardware / "sys" / "class" / "net" / "wlx7c10c9aabb01")
+        plug_adapter(hardware, "wlx7c10c9aabb02", "7c:10:c9:aa:bb:02", usb=True)  # the new dongle
+        await asyncio.sleep(1.1)  # a moved card's start would be marked from its whole second on
+        await agent.start()
+        async with api_client(agent.port) as api:
+            await until(api, "/api/v1/recovery/runs", first_run_completed, "run")
+        tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(2)]
+        assert "A-1002" in tickets[1] and "KOPIE / COPY" not in tickets[1], tickets[1]
+        await asyncio.sleep(2)  # the alerter's group wait is 0: a mail would be on its way
+        assert await agent.terminate() == 0
+        assert relay.messages == [], [str(m["Subject"]) for m in relay.messages]
+        log = (tmp_path / "agent.log").read_text()
+        assert "database_ran_in_another_box" not in log
+        assert ("box_not_judged" in log) is not built_in, log[-2000:]
+    finally:
+        await agent.close()
+        await central.stop()
+        await relay.stop()
+
+
 async def test_a_restore_onto_a_new_box_says_what_it_cannot_know_and_when_the_boxs_clock_is_behind_the_backup(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
