@@ -78,7 +78,7 @@ class Agent:
         # Operator templates and each printer's options are tried now: a broken one stops the start, not the first
         # order. A restart with the very same inputs (fingerprinted in the data dir's cache) tries them after READY.
         self.printing = PrintingCheck(settings, cache_dir=settings.agent.data_dir / "cache")
-        self.job_renderer = JobRenderer(settings, self.printing.renderer)
+        self.job_renderer = JobRenderer(settings, self.printing.renderer, files=self.printing.files)
         self.render_job = self.job_renderer.render
         self.failover: Failover | None = None
         self.db: Database | None = None

@@ -329,6 +329,7 @@ def cmd_printer_test(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
+    from edge.printing.check import operator_files
     from edge.printing.decode import preview, preview_png
     from edge.printing.jobs import JobRenderer
     from edge.printing.profiles import DEFAULT_WIDTH, line_width
@@ -338,7 +339,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     jobs = order_jobs(settings.agent.db_path, args.order, by_id=args.by_id)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
-    renderer = JobRenderer(settings)
+    renderer = JobRenderer(settings, files=operator_files(settings))
     print(f"order {jobs[0].order_id}, number {jobs[0].order_number}")
     for job in jobs:
         printer = settings.printers.get(job.printer)
@@ -368,7 +369,9 @@ def _printed_otherwise(job: PrintableJob, now: str, timezone: str) -> str | None
     now_language, now_width, now_rest = now.split(" ")
     changed = [f"language {then_language}"] if then_language != now_language else []
     changed += [f"{then_width} columns"] if then_width != now_width else []
-    changed += ["another store name, footer, template or printer option"] if then_rest != now_rest else []
+    changed += (
+        ["another store name, footer, template, logo, time zone or printer option"] if then_rest != now_rest else []
+    )
     when = (
         f"printed {datetime.fromtimestamp(job.printed_at, store_zone(timezone)):%Y-%m-%d %H:%M}"
         if job.printed_at is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -56,7 +57,9 @@ class PrintingCheck:
         self._file = cache_dir / CACHE_FILE if cache_dir is not None else None
         self._building = threading.Lock()
         started = time.perf_counter()
-        digest = fingerprint(settings)
+        # The store's own files, read once for this run: the check's fingerprint and each job's claim name them.
+        self.files = operator_files(settings)
+        digest = fingerprint(settings, self.files)
         self.cached = self._file is not None and _read(self._file) == digest.encode()
         self._renderer: Renderer | None = _PASSED.get(digest)
         self._fingerprint: str | None = digest
@@ -175,11 +178,12 @@ def load_libraries(settings: Settings) -> None:
             importlib.import_module(library)
 
 
-def fingerprint(settings: Settings) -> str:
+def fingerprint(settings: Settings, files: OperatorFiles | None = None) -> str:
     """A digest of every input the check's result depends on: the printing settings of each printer (with the logo
     file's bytes), language, time zone, the template folder's files (bytes), the agent's own code and built-in
     templates (a checkout changes them without a version bump), the installed distributions (python-escpos, Pillow,
-    jinja2 … by version), a capabilities file given to python-escpos, and Python's version.
+    jinja2 … by version), a capabilities file given to python-escpos, and Python's version. ``files``: the operator's
+    files as just read (operator_files), else read now.
 
     The agent's own files count by size and modification time, not bytes: that is how Python itself decides whether
     to run a changed module again (its .pyc check), and it spares reading ~0.8 MB of source from an SD card at every
@@ -198,16 +202,38 @@ def fingerprint(settings: Settings) -> str:
     agent = settings.agent
     zone = store_zone(agent.timezone)  # the box's own zone where the config names none
     part("agent", repr((agent.language, agent.timezone, zone.key if zone else None)).encode())
-    template_dir = settings.printing.template_dir
-    part("template_dir", repr(template_dir).encode())
-    if template_dir is not None:
-        for path in _files(Path(template_dir), suffixes=None):
-            part(f"template:{path}", _read(path))
+    part("operator_files", repr(files or operator_files(settings)).encode())
     for printer in settings.printers.values():
         part("printer", repr((printer.name, printer.width, print_options(printer))).encode())
-        if printer.logo is not None:
-            part("logo", _read(Path(printer.logo)))
     return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorFiles:
+    """What the store's own printing files hold, by digest: the template folder's files (bytes) and each printer's
+    logo. Read once per run (PrintingCheck.files), so that each job's claim can name them (JobRenderer.rendered_with)
+    without reading a file."""
+
+    templates: str
+    logos: tuple[tuple[str, str], ...]  # (printer, digest of its logo's bytes)
+
+    def logo(self, printer: str) -> str:
+        return next((digest for name, digest in self.logos if name == printer), "")
+
+
+def operator_files(settings: Settings) -> OperatorFiles:
+    template_dir = settings.printing.template_dir
+    templates = hashlib.blake2b(repr(template_dir).encode(), digest_size=8)
+    if template_dir is not None:
+        for path in _files(Path(template_dir), suffixes=None):
+            data = _read(path)
+            templates.update(f"{path}\0{len(data)}\0".encode() + data)
+    logos = tuple(
+        (printer.name, hashlib.blake2b(_read(Path(printer.logo)), digest_size=8).hexdigest())
+        for printer in settings.printers.values()
+        if printer.logo is not None
+    )
+    return OperatorFiles(templates=templates.hexdigest(), logos=logos)
 
 
 def _read(path: Path) -> bytes:

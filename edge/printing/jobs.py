@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge.clock import store_zone
 from edge.config import PrinterSettings, Settings
@@ -16,6 +16,9 @@ from edge.printing.profiles import line_width
 from edge.printing.render import Renderer, print_options
 from edge.states import JobKind, JobVariant
 from edge.store.rows import PrintableJob
+
+if TYPE_CHECKING:  # edge.printing.check imports this module
+    from edge.printing.check import OperatorFiles
 
 # A job of a printer that left the config (history, or held with no route) renders at the default width.
 _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
@@ -41,10 +44,17 @@ class RenderJob(Protocol):
 class JobRenderer:
     """Renders jobs as the agent prints them: the job's printer's width and options, the store's language."""
 
-    def __init__(self, settings: Settings, renderer: Callable[[], Renderer] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, renderer: Callable[[], Renderer] | None = None, *, files: OperatorFiles
+    ) -> None:
         """``renderer`` gives the renderer at each render (the agent's start-up check builds it lazily when cached);
-        without it, one is made from the settings now."""
+        without it, one is made from the settings now. ``files``: the operator's templates and logos as this run read
+        them (edge.printing.check.operator_files)."""
         self._settings = settings
+        zone = store_zone(settings.agent.timezone)
+        # Named once: each claim hashes these strings, reading no file (a claim is on the printing path).
+        self._same_for_all = (files.templates, zone.key if zone else None)
+        self._files = files
         if renderer is None:
             made = make_renderer(settings, settings.agent.data_dir / "cache")
             renderer = lambda: made  # noqa: E731 (a constant provider)
@@ -52,11 +62,12 @@ class JobRenderer:
 
     def rendered_with(self, job: PrintableJob) -> str:
         """The settings that shape ``job``'s bytes, short enough to keep with each job: its language, line width and a
-        hash of the rest (printer options and templates; a receipt's store name and footer too), e.g. "de 42 3fa9c1d2".
+        hash of the rest (printer options, the template files' and its logo's content, the time zone; a receipt's store
+        name and footer too), e.g. "de 42 3fa9c1d2".
         `edge preview` compares them with today's: it renders a printed job again, not what went to paper."""
         settings = self._settings
         printer = settings.printers.get(job.printer) or _UNCONFIGURED
-        rest: list[object] = [print_options(printer), settings.printing.template_dir]
+        rest: list[object] = [print_options(printer), *self._same_for_all, self._files.logo(job.printer)]
         if job.kind == JobKind.RECEIPT:
             rest += [settings.agent.store_name or settings.agent.store_id, settings.receipts.footer]
         digest = hashlib.sha256(repr(rest).encode()).hexdigest()[:8]

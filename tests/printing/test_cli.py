@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import edge as edge_package
 from edge import cli
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -191,10 +192,52 @@ async def test_the_preview_of_a_printed_receipt_says_when_the_settings_that_shap
     assert "Total" in receipt and "Neuer Name GmbH" in receipt  # today's rendering, as before
     assert re.search(
         r"\(note: printed \d{4}-\d\d-\d\d \d\d:\d\d with other settings \(language de, 48 columns, another store"
-        r" name, footer, template or printer option\): the paper may differ from this preview\)",
+        r" name, footer, template, logo, time zone or printer option\): the paper may differ from this preview\)",
         receipt,
     ), receipt
     assert "with other settings (language de): the paper may differ" in ticket, ticket
+
+
+@pytest.mark.parametrize("change", ["template", "timezone"])
+async def test_the_preview_says_the_paper_differs_after_a_template_edited_in_place_or_a_new_time_zone(
+    tmp_path: Path, printers: dict[str, SimPrinter], example_order: dict, change: str
+) -> None:
+    """The kitchen ticket printed with the store's own ticket template; then the template file was edited in place (a
+    new line), or `agent.timezone` changed, and the agent restarted. `edge preview` now shows the new line or another
+    order time than the paper's: it says the paper was printed with other settings. Nothing changed: no such line.
+    Before stop 81 the note hashed the template folder's path, not its files, and not the time zone: the preview
+    showed a line the paper never had, or "Bestellt 08:14" for a ticket that read 13:14, without a word (the verify81
+    probe, F4)."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    ticket_template = templates / "ticket.j2"
+    ticket_template.write_text(
+        (Path(edge_package.__file__).parent / "printing" / "templates" / "ticket.j2").read_text()
+    )
+    agent = agent_process(tmp_path, printers, extra=f'\n[printing]\ntemplate_dir = "{templates}"\n')
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, example_order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        await printers["front"].wait_for_printed(1)
+        await agent.terminate()  # the printed marks recorded
+        await agent.start()  # a restart with nothing changed
+        await agent.terminate()
+        same = await edge("preview", "A-1042", "--config", str(agent.config))
+        assert same.returncode == 0 and "may differ" not in same.stdout, same.stdout
+        if change == "template":
+            ticket_template.write_text(ticket_template.read_text() + "NEU: Allergene beachten\n")
+        else:
+            text = agent.config.read_text()
+            agent.config.write_text(text.replace("[agent]\n", '[agent]\ntimezone = "America/New_York"\n'))
+        await agent.start()
+        done = await edge("preview", "A-1042", "--config", str(agent.config))
+    finally:
+        await agent.close()
+    assert done.returncode == 0, done.stderr
+    ticket, _ = done.stdout.split("=== job 2: receipt on front")
+    assert "with other settings (another store name, footer, template" in ticket, ticket
 
 
 async def test_preview_writes_png_images(
