@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import hashlib
 import importlib
 import os
@@ -22,7 +21,7 @@ import edge
 from edge.clock import store_zone
 from edge.config import Settings
 from edge.heap import give_back_scratch
-from edge.printing.jobs import make_renderer
+from edge.printing.jobs import OperatorFiles, make_renderer
 from edge.printing.layout import prints_images
 from edge.printing.profiles import line_width, load_escpos
 from edge.printing.render import Renderer, check_printer, print_options
@@ -206,19 +205,6 @@ def fingerprint(settings: Settings, files: OperatorFiles | None = None) -> str:
     for printer in settings.printers.values():
         part("printer", repr((printer.name, printer.width, print_options(printer))).encode())
     return digest.hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class OperatorFiles:
-    """What the store's own printing files hold, by digest: the template folder's files (bytes) and each printer's
-    logo. Read once per run (PrintingCheck.files), so that each job's claim can name them (JobRenderer.rendered_with)
-    without reading a file."""
-
-    templates: str
-    logos: tuple[tuple[str, str], ...]  # (printer, digest of its logo's bytes)
-
-    def logo(self, printer: str) -> str:
-        return next((digest for name, digest in self.logos if name == printer), "")
 
 
 def operator_files(settings: Settings) -> OperatorFiles:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from edge.clock import store_zone
 from edge.config import PrinterSettings, Settings
@@ -17,8 +18,19 @@ from edge.printing.render import Renderer, print_options
 from edge.states import JobKind, JobVariant
 from edge.store.rows import PrintableJob
 
-if TYPE_CHECKING:  # edge.printing.check imports this module
-    from edge.printing.check import OperatorFiles
+
+@dataclasses.dataclass(frozen=True)
+class OperatorFiles:
+    """What the store's own printing files hold, by digest: the template folder's files (bytes) and each printer's
+    logo. Read once per run (edge.printing.check's operator_files, as PrintingCheck.files), so that each job's claim
+    can name them (JobRenderer.rendered_with) without reading a file."""
+
+    templates: str
+    logos: tuple[tuple[str, str], ...]  # (printer, digest of its logo's bytes)
+
+    def logo(self, printer: str) -> str:
+        return next((digest for name, digest in self.logos if name == printer), "")
+
 
 # A job of a printer that left the config (history, or held with no route) renders at the default width.
 _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
