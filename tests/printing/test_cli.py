@@ -18,6 +18,7 @@ from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
 from edge.sim.process import write_config as write_agent_config
 from tests.helpers import (
     TOKEN,
@@ -182,13 +183,10 @@ async def test_the_preview_of_a_printed_receipt_says_when_the_settings_that_shap
         assert "may differ" not in same.stdout, same.stdout
         text = agent.config.read_text()
         text = text.replace("[agent]\n", '[agent]\nlanguage = "en"\nstore_name = "Neuer Name GmbH"\n')
-        agent.config.write_text(text.replace("[printers.front]\n", "[printers.front]\nwidth = 32\n"))
-        await agent.start()
-        done = await edge("preview", "A-1042", "--config", str(agent.config))
+        text = text.replace("[printers.front]\n", "[printers.front]\nwidth = 32\n")
+        ticket, receipt = await _preview_after(agent, lambda: agent.config.write_text(text))
     finally:
         await agent.close()
-    assert done.returncode == 0, done.stderr
-    ticket, receipt = done.stdout.split("=== job 2: receipt on front")
     assert "Total" in receipt and "Neuer Name GmbH" in receipt  # today's rendering, as before
     assert re.search(
         r"\(note: printed \d{4}-\d\d-\d\d \d\d:\d\d with other settings \(language de, 48 columns, another store"
@@ -196,6 +194,17 @@ async def test_the_preview_of_a_printed_receipt_says_when_the_settings_that_shap
         receipt,
     ), receipt
     assert "with other settings (language de): the paper may differ" in ticket, ticket
+
+
+async def _preview_after(agent: AgentProcess, change: Callable[[], object]) -> tuple[str, str]:
+    """``change`` made to the stopped agent's files, a start, and `edge preview` of A-1042: the kitchen ticket's part of
+    its output and the receipt's."""
+    change()
+    await agent.start()
+    done = await edge("preview", "A-1042", "--config", str(agent.config))
+    assert done.returncode == 0, done.stderr
+    ticket, receipt = done.stdout.split("=== job 2: receipt on front")
+    return ticket, receipt
 
 
 @pytest.mark.parametrize("change", ["template", "timezone"])
@@ -227,16 +236,15 @@ async def test_the_preview_says_the_paper_differs_after_a_template_edited_in_pla
         same = await edge("preview", "A-1042", "--config", str(agent.config))
         assert same.returncode == 0 and "may differ" not in same.stdout, same.stdout
         if change == "template":
-            ticket_template.write_text(ticket_template.read_text() + "NEU: Allergene beachten\n")
+            edit, text = ticket_template, ticket_template.read_text() + "NEU: Allergene beachten\n"
         else:
-            text = agent.config.read_text()
-            agent.config.write_text(text.replace("[agent]\n", '[agent]\ntimezone = "America/New_York"\n'))
-        await agent.start()
-        done = await edge("preview", "A-1042", "--config", str(agent.config))
+            edit, text = (
+                agent.config,
+                agent.config.read_text().replace("[agent]\n", '[agent]\ntimezone = "America/New_York"\n'),
+            )
+        ticket, _ = await _preview_after(agent, lambda: edit.write_text(text))
     finally:
         await agent.close()
-    assert done.returncode == 0, done.stderr
-    ticket, _ = done.stdout.split("=== job 2: receipt on front")
     assert "with other settings (another store name, footer, template" in ticket, ticket
 
 
