@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from edge.clock import CLOCK_OFF_S
 from edge.errors import ConfigError
 from edge.hardware import STABLE_PREFIXES
 from edge.store.db import Database, Writer
@@ -253,3 +254,32 @@ async def acked_before_restore(conn: Writer, revisions: list[tuple[str, int]]) -
 
 
 _ACKED_SQL = "SELECT key FROM meta WHERE key IN (SELECT value FROM json_each(?))"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mark:
+    """The may-have-printed mark as a commit reads it (MAY_HAVE_PRINTED_KEY; ``until`` None: none), whether central
+    has dated it yet (FIRST_START_UNSETTLED_KEY), and the box's clock then."""
+
+    until: float | None
+    unsettled: bool
+    now: float
+
+    def before(self, at: float) -> bool:
+        """Whether a time from another clock (a sender's created_at, the replaced box's received_at) is before the
+        mark. An undated mark is on the box's clock, which may be wrong: a time more than CLOCK_OFF_S ahead of it
+        shows the box is behind and cannot be judged against the mark, so it counts as before it (prints marked COPY,
+        never a second time unmarked: before stop 81 it printed unmarked, the verify81b probe, V1)."""
+        if self.until is None:
+            return False
+        return at < self.until or (self.unsettled and at > self.now + CLOCK_OFF_S)
+
+
+async def read_mark(conn: Writer, now: float) -> Mark:
+    """The may-have-printed mark, see Mark."""
+    rows = await conn.execute_fetchall(
+        "SELECT key, value FROM meta WHERE key IN (?, ?)", (MAY_HAVE_PRINTED_KEY, FIRST_START_UNSETTLED_KEY)
+    )
+    found = {str(key): value for key, value in rows}
+    until = found.get(MAY_HAVE_PRINTED_KEY)
+    return Mark(float(until) if until is not None else None, FIRST_START_UNSETTLED_KEY in found, now)

@@ -19,7 +19,7 @@ from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meanin
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
-from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY, acked_before_restore
+from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY, acked_before_restore, read_mark
 from edge.store.meta import UPSERT_META
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import (
@@ -144,7 +144,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
                 await _insert_fresh(conn, fresh, now, pending, listed)
                 fresh = []
                 cancelled = new.cancelled(cancel)
-                revised[index] = await apply_revision(conn, cancelled, now)
+                revised[index] = await apply_revision(conn, cancelled, now, listed=listed)
                 known[order.id] = KnownOrder(
                     cancelled.content_hash,
                     cancelled.meaning_hash,
@@ -159,7 +159,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
                 conn, fresh, now, pending, listed
             )  # an earlier copy in this batch is stored before it is revised
             fresh = []
-            revised[index] = await apply_revision(conn, new.revision(), now)
+            revised[index] = await apply_revision(conn, new.revision(), now, listed=listed)
         if new in fresh or (index in revised and index not in after_cancel):
             known[order.id] = KnownOrder(new.content_hash, new.meaning_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
@@ -251,10 +251,7 @@ async def _insert_fresh(
     (acked_before_restore: a resend of what may be on paper), which prints marked COPY."""
     if fresh:
         marking = {n.order.id for n in fresh if listed or n.source == OrderSource.RECOVERY}
-        printed_until = None
-        if marking:  # a push-only box's commit pays no read for it
-            marked = await conn.execute_fetchall(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
-            printed_until = float(next(iter(marked))[0]) if marked else None
+        mark = await read_mark(conn, now) if marking else None  # a push-only box's commit pays no read for it
         resent = await acked_before_restore(
             conn, [(n.order.id, n.order.revision) for n in fresh if n.source != OrderSource.RECOVERY]
         )
@@ -291,11 +288,7 @@ async def _insert_fresh(
                     p.printer or "",
                     n.order.priority,
                     (n.order.id, n.order.revision) in resent
-                    or (
-                        n.order.id in marking
-                        and printed_until is not None
-                        and n.order.created_at.timestamp() < printed_until
-                    ),
+                    or (mark is not None and n.order.id in marking and mark.before(n.order.created_at.timestamp())),
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,

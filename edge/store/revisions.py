@@ -13,7 +13,7 @@ from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisio
 from edge.orders.model import Order, meaning_hash, parse_stored
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
-from edge.store.identity import MAY_HAVE_PRINTED_KEY, acked_before_restore
+from edge.store.identity import acked_before_restore, read_mark
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.scans import follow_revision
 
@@ -137,7 +137,7 @@ def first_state(printer: str, now: float) -> tuple[JobState, HoldReason | None, 
     return (JobState.QUEUED, None, None) if printer else (JobState.HELD, HoldReason.NO_PRINTER, now)
 
 
-async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> bool:
+async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float, now: float, listed: bool) -> bool:
     """Whether the tickets a recovered revision adds may be on paper already, printed by what the database does not
     know (a restore's replaced database, which took orders until the may-have-printed mark and printed their changes
     until it stopped): its order was created before the mark, as for a recovered order (orders._insert_fresh), and its
@@ -145,13 +145,21 @@ async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> b
     order decides, not the change's time: central's payload has none, and the mark is the replaced database's newest
     *order*, after which it may still have printed changes. An order this database stored itself since (taken after
     the restore, or on a new box: what was before the box printed no change to it since) only has changes it printed
-    itself. A pushed or MQTT revision is marked only if that replaced database had taken it (a sender's resend across
-    the restore): a sender sends again only what was not acknowledged."""
-    if new.source != OrderSource.RECOVERY:
-        return bool(await acked_before_restore(conn, [(new.order.id, new.order.revision)]))
-    marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
-    until = float(next(iter(marked))[0]) if marked else None
-    return until is not None and received_at < until and new.order.created_at.timestamp() < until
+    itself. A pushed or MQTT revision is judged the same where central's recovery lists it too (``listed``) while
+    central has not yet dated the mark (the new box's first answer from central, before its first run lists): the dead
+    box may have printed it, and the outcome must not hang on which door it came through first (before stop 81 a
+    till's resend of a change the dead box printed printed unmarked, the same change by recovery KOPIE: the verify81b
+    probe, V4). Once central answered, a pushed change is news (an original): a cook might set a COPY aside. Without
+    central, a push is all there is: it is marked only if the replaced database had taken it (a sender sends again
+    only what was not acknowledged)."""
+    if new.source != OrderSource.RECOVERY and await acked_before_restore(conn, [(new.order.id, new.order.revision)]):
+        return True
+    if new.source != OrderSource.RECOVERY and not listed:
+        return False
+    mark = await read_mark(conn, now)
+    if new.source != OrderSource.RECOVERY and not mark.unsettled:
+        return False
+    return mark.before(received_at) and mark.before(new.order.created_at.timestamp())
 
 
 def receipt_said(order_id: str, below: str) -> str:
@@ -189,7 +197,7 @@ def revision_fields(order: Order, source: OrderSource, reason: str | None) -> di
     return fields
 
 
-async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
+async def apply_revision(conn: Writer, new: Revision, now: float, *, listed: bool = False) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     The jobs it adds print marked COPY when they may be on paper already (_may_be_on_paper). Runs inside the caller's
     transaction."""
@@ -197,7 +205,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
     [(previous, received_at)] = await conn.execute_fetchall(
         "SELECT payload, received_at FROM orders WHERE id = ?", (order.id,)
     )
-    copy = await _may_be_on_paper(conn, new, float(received_at))
+    copy = await _may_be_on_paper(conn, new, float(received_at), now, listed)
     await conn.execute(
         "INSERT OR IGNORE INTO order_revisions(order_id, revision, status, content_hash, payload, received_at, source)"
         " SELECT id, revision, status, content_hash, payload, received_at, source FROM orders WHERE id = ?",
