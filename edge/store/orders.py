@@ -252,9 +252,9 @@ async def _insert_fresh(
     if fresh:
         marking = {n.order.id for n in fresh if listed or n.source == OrderSource.RECOVERY}
         mark = await read_mark(conn, now) if marking else None  # a push-only box's commit pays no read for it
-        resent = await acked_before_restore(
-            conn, [(n.order.id, n.order.revision) for n in fresh if n.source != OrderSource.RECOVERY]
-        )
+        # Recovery's too: what the replaced database took may be on paper, whichever door brings it (the verify81b
+        # probe, V2: recovery's printed unmarked when the mark, on a box clock behind, was before them).
+        resent = await acked_before_restore(conn, [(n.order.id, n.order.revision) for n in fresh])
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, meaning_hash, payload, channel, priority, created_at, due_at,"
             " received_at, source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

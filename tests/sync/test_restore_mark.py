@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.clock import SteppedClock
+from edge.clock import SYSTEM_CLOCK, Clock, SteppedClock
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.ops.backup import backup_database, restore_database
@@ -44,13 +44,20 @@ def _numbers(text: str) -> list[str]:
 
 
 async def dead_box_with_a_backup(
-    central: CentralSim, settings: Settings, agents: Agents, printers: dict[str, SimPrinter]
+    central: CentralSim,
+    settings: Settings,
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    dies: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Box A, in the store for 90 days, takes A-1001..1003 and is backed up; it takes and prints A-1004..1006, and dies
-    with its card. Returns the backup and the orders taken since."""
+    with its card (``dies``; else its database stays). ``clock``: box A's. Returns the backup and the orders taken
+    since."""
     now = datetime.now(UTC).replace(microsecond=0)
     central.add_orders([make_order(n, created_at=now - timedelta(minutes=30 - n)) for n in (1, 2, 3)])
-    agent, events = await agents.start(settings)
+    agent, events = await agents.start(settings, clock=clock)
     await events.wait(RecoveryCompleted)
     await eventually(lambda: db_rows(agent, _WAITING), lambda rows: rows == [(0,)], what="A-1001..1003 printed")
     await agents.stop(agent)
@@ -59,10 +66,12 @@ async def dead_box_with_a_backup(
     taken = datetime.now(UTC) - timedelta(seconds=2)  # before the restore, in whole seconds
     since = [make_order(n, created_at=taken) for n in (4, 5, 6)]
     central.add_orders(since)
-    agent, events = await agents.start(settings)
+    agent, events = await agents.start(settings, clock=clock)
     await events.wait(RecoveryCompleted)
     await eventually(lambda: db_rows(agent, _WAITING), lambda rows: rows == [(0,)], what="A-1004..1006 printed")
     await agents.stop(agent)
+    if not dies:
+        return backup, since
     kept = Path(shutil.copy(backup, settings.agent.db_path.parent.parent / backup.name))  # on the technician's stick
     shutil.rmtree(settings.agent.db_path.parent)  # the card died
     return kept, since
@@ -234,3 +243,28 @@ async def test_resends_to_a_restored_box_before_central_answers_print_as_copy_ch
         assert (await post(api, changed))[0] == 200
         await kitchen.wait_for_printed(start + 4)
     assert printed(kitchen, start) == {"A-1001": True, "A-1004": True, "A-1005": True, "A-1006": True}
+
+
+async def test_a_restore_over_the_database_of_a_box_a_month_behind_prints_the_orders_taken_since_as_copy(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """A box living a month behind (NTP blocked; its first start dated by central) takes A-1001..1003, is backed up,
+    takes and prints A-1004..1006; the technician restores last night's backup over its database. Recovery brings
+    the three back: each prints once, marked COPY, as the restore said ("3 orders taken since the backup are not in
+    it"). Before stop 81 they printed a second time unmarked: the mark was the replaced database's newest arrival on
+    the box's clock, a month before central's created_at it is compared with, and what the restore recorded as taken
+    counted only for pushes (the verify81b probe, V2)."""
+    settings = sync_settings()
+    clock = SteppedClock(wall_offset=-30 * DAY_S)
+    backup, _ = await dead_box_with_a_backup(central, settings, agents, printers, clock=clock, dies=False)
+    await asyncio.sleep(1)  # the restore comes after the box took its orders, in whole seconds
+    await restore_database(settings, backup, clock=clock)
+    kitchen, front = printers["kitchen"], printers["front"]
+    tickets, receipts = len(kitchen.printed), len(front.printed)
+    _, events = await agents.start(settings, clock=clock)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 3, completed.counts
+    await kitchen.wait_for_printed(tickets + 3)
+    await front.wait_for_printed(receipts + 3)
+    expected = {"A-1004": True, "A-1005": True, "A-1006": True}
+    assert (printed(kitchen, tickets), printed(front, receipts)) == (expected, expected)
