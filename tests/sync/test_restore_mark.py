@@ -96,6 +96,7 @@ class Rebooted(SteppedClock):
         (-30 * DAY_S, "installed-offline"),
         (DAY_S, "installed-offline"),
         (-30 * DAY_S, "rebooted"),
+        (DAY_S, "rebooted"),
     ],
     ids=[
         "a-month-behind",
@@ -104,6 +105,7 @@ class Rebooted(SteppedClock):
         "a-month-behind-installed-offline",
         "a-day-ahead-installed-offline",
         "a-month-behind-rebooted-before-the-start",
+        "a-day-ahead-rebooted-before-the-start",
     ],
 )
 async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the_dead_box_printed_since_once_as_copy(
