@@ -658,8 +658,17 @@ class Alerter:
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
         for type_name, state, groups in firing:
             for group in groups:
-                if not counts.get((group.subject, state)) and not await self._still_to_print(type_name, group.subject):
-                    self._signal(type_name, group.subject, False)
+                if counts.get((group.subject, state)):
+                    continue
+                ids = await self._named_jobs(type_name, group.subject)
+                if type_name == "print_job_failed" and ids and await self._jobs.still_to_print(ids):
+                    # Its ticket tried again, or replaced by a person's COPY, waits for the printer: before stop 81
+                    # its all-clear came at the press of Retry or Reprint, the printer still off (the verify80
+                    # probe, O1). Read from the store, so a restart while it waits keeps the alarm on too.
+                    continue
+                # The all-clear names how each ticket ended: before stop 82 a discarded one read as printed.
+                ended = await self._jobs.endings(ids) if ids else {}
+                self._signal(type_name, group.subject, False, ended={str(i): s.value for i, s in ended.items()})
         still_refused = await self._status_events.pending_orders([g.subject for g in refused])
         for group in refused:
             if group.subject not in still_refused:  # every event of the order delivered (or settled by hand)
@@ -722,16 +731,10 @@ class Alerter:
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
 
-    async def _still_to_print(self, type_name: str, printer: str) -> bool:
-        """A dead ticket's alarm with no dead job left on its printer: whether a ticket it named is still to print,
-        tried again or replaced by a person's COPY, waiting for the printer. Its all-clear says the order printed:
-        before stop 81 it came at the press of Retry or Reprint, the printer still off (the verify80 probe, O1). Read
-        from the store, so a restart while it waits keeps the alarm on too."""
-        if type_name != "print_job_failed":
-            return False
+    async def _named_jobs(self, type_name: str, printer: str) -> list[int]:
+        """The jobs a ticket alarm's mails named (its group's items)."""
         group = await self._store.group(f"{type_name}:{printer}")
-        ids = [item["id"] for item in (group or {}).get("details", {}).get("items", [])]
-        return bool(ids) and bool(await self._jobs.still_to_print(ids))
+        return [item["id"] for item in (group or {}).get("details", {}).get("items", [])]
 
     async def _backup_age(self, now: float) -> None:
         """The nightly backup not succeeding for backup.stale_after_h (a stick full or read-only, the timer off): a

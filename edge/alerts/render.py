@@ -52,7 +52,10 @@ LABELS: dict[str, dict[str, Any]] = {
             "reason": "Grund",
             "text": "nicht druckbar",
             "ticket": "Bon",
+            "ending": "Ausgang",
         },
+        # How a ticket named in an all-clear ended (its last state, from COPY to COPY)
+        "endings": {"printed": "gedruckt", "discarded": "verworfen, nicht gedruckt", "dead": "aufgegeben"},
         # A held or dead job that is no whole ticket, as its paper is headed (edge/printing/labels.py)
         "variants": {"cancel": "STORNO", "change": "ÄNDERUNG", "added": "ÄNDERUNG"},
     },
@@ -93,7 +96,9 @@ LABELS: dict[str, dict[str, Any]] = {
             "reason": "reason",
             "text": "cannot print",
             "ticket": "ticket",
+            "ending": "outcome",
         },
+        "endings": {"printed": "printed", "discarded": "discarded, not printed", "dead": "given up"},
         "variants": {"cancel": "CANCELLED", "change": "CHANGED", "added": "CHANGED"},
     },
 }
@@ -869,7 +874,12 @@ class AlertRenderer:
     def alert_fields(self, group: dict[str, Any], kind: str, extra: int) -> dict[str, Any]:
         details = group["details"]
         items = details.get("items", [])
-        fields = _Fields({**{k: _shown(k, v) for k, v in details.items() if k != "items"}, "subject": group["subject"]})
+        fields = _Fields(
+            {
+                **{k: _shown(k, v) for k, v in details.items() if k not in ("items", "ended")},
+                "subject": group["subject"],
+            }
+        )
         if "ran_until" in details:  # a time, shown as the mail's others are; None: unknown
             fields["ran_until"] = "?" if details["ran_until"] is None else self._time(details["ran_until"])
         if "down_min" in fields:  # "seit über 1 Minuten" was the central77 probe's C3
@@ -907,7 +917,10 @@ class AlertRenderer:
             if waiting and kind != "resolved"
             else "",
             "detail": details.get("detail", ""),
-            "siblings": [self._item_line(group["type"], item) for item in items],
+            "siblings": [
+                self._item_line(group["type"], item, details.get("ended", {}) if kind == "resolved" else {})
+                for item in items
+            ],
             "extra": extra,
         }
 
@@ -918,13 +931,16 @@ class AlertRenderer:
         after = details.get("failover_after_s", "?")
         return str(labels["failover"]).format(stations=named, after_s=after, backup=backup, subject=printer)
 
-    def _item_line(self, type_name: str, item: dict[str, Any]) -> str:
-        """One affected job or order: its id named for what it is, an id that only repeats the order left out."""
+    def _item_line(self, type_name: str, item: dict[str, Any], ended: dict[str, str]) -> str:
+        """One affected job or order: its id named for what it is, an id that only repeats the order left out; in an
+        all-clear, how the job ended (``ended``: job id → its last state) where that is known."""
         keys = self._labels["item_keys"]
         id_label = keys["order_id"] if type_name in _ORDER_ITEMS else keys["id"]
         shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
         if "ticket" in shown:
             shown["ticket"] = self._labels["variants"].get(shown["ticket"], shown["ticket"])
+        if (ending := self._labels["endings"].get(ended.get(str(item.get("id")), ""))) is not None:
+            shown["ending"] = ending
         return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {_shown(k, v)}" for k, v in shown.items())
 
     def alert(self, group: dict[str, Any], *, kind: str, extra: int, recipients: Sequence[str]) -> Mail:

@@ -209,13 +209,19 @@ _REPLACED_WHY = "replaced by its COPY, job "
 # Of the jobs given (:ids), those not on paper yet that a person left to print: waiting in line, going out, held; or
 # settled by a COPY (_REPLACED_BY_A_COPY, followed from COPY to COPY) that is so. A person's discard settles a job;
 # one given up again (dead) is told by its own alarm, on the printer it is on now.
-_STILL_TO_PRINT = (
+_HEIRS = (
     "WITH RECURSIVE heirs(origin, id) AS (SELECT value, value FROM json_each(:ids)"
     " UNION SELECT h.origin, c.id FROM heirs h JOIN print_jobs j ON j.id = h.id JOIN print_jobs c"
     " ON c.order_id = j.order_id AND c.kind = j.kind AND c.station IS j.station AND c.id > j.id"
     " WHERE j.state = 'discarded' AND j.last_error = :why || c.id)"
-    " SELECT DISTINCT h.origin FROM heirs h JOIN print_jobs j ON j.id = h.id"
+)
+_STILL_TO_PRINT = (
+    _HEIRS + " SELECT DISTINCT h.origin FROM heirs h JOIN print_jobs j ON j.id = h.id"
     " WHERE j.state IN ('queued', 'failed', 'printing', 'held')"
+)
+# Each job's last heir and its state (SQLite takes the bare column from the row MAX picked): how the ticket ended.
+_ENDINGS = (
+    _HEIRS + " SELECT h.origin, MAX(h.id), j.state FROM heirs h JOIN print_jobs j ON j.id = h.id GROUP BY h.origin"
 )
 _REPLACED_BY_A_COPY = (
     "UPDATE print_jobs SET state = 'discarded', held_reason = NULL, last_error = ?1 || ?5"
@@ -480,6 +486,12 @@ class JobStore:
         the COPY that replaced them (_STILL_TO_PRINT). A dead ticket's alarm ends only once none is."""
         rows = await self._db.fetchall(_STILL_TO_PRINT, {"ids": json.dumps(sorted(job_ids)), "why": _REPLACED_WHY})
         return {r[0] for r in rows}
+
+    async def endings(self, job_ids: Collection[int]) -> dict[int, JobState]:
+        """How each of these jobs ended, followed from COPY to COPY: the state of the last one, so a ticket replaced
+        by its COPY that printed reads printed, one a person discarded reads discarded. Told in an alarm's all-clear."""
+        rows = await self._db.fetchall(_ENDINGS, {"ids": json.dumps(sorted(job_ids)), "why": _REPLACED_WHY})
+        return {r[0]: JobState(r[2]) for r in rows}
 
     async def recent(
         self,

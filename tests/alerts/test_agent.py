@@ -893,3 +893,45 @@ async def test_a_station_taken_out_of_the_routes_is_mailed_as_the_station_withou
     assert any("Station bar nicht eingerichtet" in s for s in subjects), subjects
     assert not any("Drucker kitchen nicht mehr eingerichtet" in s for s in subjects), subjects
     assert await job_states(second) == ["printed", "held"]
+
+
+def all_clear_text(sink: SmtpSink) -> str:
+    """The plain text of the dead ticket's all-clear (the last BEHOBEN about A-1001's kitchen ticket)."""
+    [mail] = [
+        m
+        for m in sink.messages
+        if "BEHOBEN" in str(m["Subject"]) and "Bestellung A-1001: Bon nicht gedruckt" in str(m["Subject"])
+    ]
+    return str(mail.get_body(("plain",)).get_content())
+
+
+@pytest.mark.parametrize(("action", "ending"), [("discard", "verworfen, nicht gedruckt"), ("retry", "gedruckt")])
+async def test_a_dead_tickets_all_clear_says_whether_it_printed_or_a_person_discarded_it(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    action: str,
+    ending: str,
+) -> None:
+    """ "Bon nicht gedruckt" is mailed for a ticket the kitchen printer hung up on; a person then discards it (or
+    retries it and it prints). The all-clear names the ticket with how it ended. Before stop 82 both read alike,
+    "BEHOBEN: Bestellung A-1001: Bon nicht gedruckt", so a manager read a discarded ticket as printed."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 100
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        status, body = await post(api, make_order(1, print_receipt=False))
+        assert status == 201, body
+        [ticket] = body["job_ids"]
+        await eventually(lambda: job_states(agent), lambda states: states == ["dead"], what="the ticket dead")
+        await wait_until(lambda: dead_ticket_mails(sink), timeout=15, what="the dead ticket's alarm")
+        kitchen.drop_after = None
+        async with api.post(f"/api/v1/jobs/{ticket}/{action}") as response:
+            assert response.status in (200, 201), await response.text()
+        await wait_until(lambda: len(dead_ticket_mails(sink)) == 2, timeout=15, what="the all-clear")
+    assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
+    lines = [line for line in all_clear_text(sink).splitlines() if f"Druckauftrag: {ticket}" in line]
+    assert len(lines) == 1 and lines[0].rstrip().endswith(f"Ausgang: {ending}"), lines
