@@ -306,6 +306,10 @@ class Alerter:
         self._first_look: _FirstLook | None = None  # the start's, while the outbox waits for it (_begin_first_look)
         self._status_told: set[str] = set()  # printers whose state this run has heard
         self._mail_after_step = False
+        # Clear while a round folds occurrences it took from _pending into their groups: cancelled then, the
+        # transaction rolls back and they are lost, so the stop waits for it (see stop).
+        self._folded = asyncio.Event()
+        self._folded.set()
         self._stopping = False
         self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
 
@@ -843,31 +847,12 @@ class Alerter:
             with suppress(OSError):  # a card full since it was first set up: the runtime directory's note only
                 await asyncio.to_thread(self._card_note.make)
             await self._settle_earlier_storage_alarm()
-        if self._pending:
-            run_over = self._run_over  # its all-clear is in this batch (one coming meanwhile waits for the next)
-            batch, self._pending = self._stamped(self._pending), []
-            if any(s.type.startswith("printer_") and s.firing for s in batch):
-                waiting = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
-                batch = [
-                    self._with_waiting(s, waiting.get(s.subject, 0))
-                    if s.type.startswith("printer_") and s.firing
-                    else s
-                    for s in batch
-                ]
+        if self._pending and not self._stopping:  # once stopping, the stop folds what is pending itself
+            self._folded.clear()
             try:
-                outcomes = await self._store.apply(batch)
-            except StoreError:
-                # The database may be back at the next try; nothing is forgotten meanwhile, and memory stays bounded.
-                self._pending = compact(batch + self._pending)
-                await self._mail_storage_directly(batch)
-                raise
-            if run_over and self._run_over:  # the run's outcome is in the groups now
-                self._run_awaited, self._run_over = None, False
-            for signal, new_episode in outcomes:
-                if not new_episode:
-                    self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
-            if (stored := _storage_alarm(batch)) is not None:  # its write failed, then the disk got room
-                await self._told_by_earlier_run(stored.key)
+                await self._fold()
+            finally:
+                self._folded.set()
         if self._storage_mailed is not None:
             await self._storage_told()
         try:
@@ -880,6 +865,31 @@ class Alerter:
             raise
         if mail_after:
             self._new_mail.set()
+
+    async def _fold(self) -> None:
+        """The pending occurrences into their groups, and what that tells."""
+        run_over = self._run_over  # its all-clear is in this batch (one coming meanwhile waits for the next)
+        batch, self._pending = self._stamped(self._pending), []
+        if any(s.type.startswith("printer_") and s.firing for s in batch):
+            waiting = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
+            batch = [
+                self._with_waiting(s, waiting.get(s.subject, 0)) if s.type.startswith("printer_") and s.firing else s
+                for s in batch
+            ]
+        try:
+            outcomes = await self._store.apply(batch)
+        except StoreError:
+            # The database may be back at the next try; nothing is forgotten meanwhile, and memory stays bounded.
+            self._pending = compact(batch + self._pending)
+            await self._mail_storage_directly(batch)
+            raise
+        if run_over and self._run_over:  # the run's outcome is in the groups now
+            self._run_awaited, self._run_over = None, False
+        for signal, new_episode in outcomes:
+            if not new_episode:
+                self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
+        if (stored := _storage_alarm(batch)) is not None:  # its write failed, then the disk got room
+            await self._told_by_earlier_run(stored.key)
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:
         """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
@@ -1406,6 +1416,9 @@ class Alerter:
         self._new_mail.set()
         if self._mail_task is not None and not self._mailer.connecting:
             await asyncio.wait([self._mail_task], timeout=_STOP_GRACE_S)
+        # A round folding occurrences into their groups finishes its write: cancelled, the write rolls back and what it
+        # took from _pending is lost (a scanner pulled just before a restart had its delay start again at the next).
+        await wait_set(self._folded, _STOP_GRACE_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
