@@ -160,6 +160,10 @@ class Agent:
                     " agent and move edge.db* here",
                 )
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
+            # The scanners read on while every other part stops (the API, the spools: a ticket in flight, up to the
+            # grace period; sync; the alerter: a mail the relay is taking) and stop just before the store closes: a
+            # ticket scanned meanwhile is recorded, not lost after the beep. The alerter needs none of their scans.
+            self._on_stop(stack, "scanners", self._stop_scanners)
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             started_mono = self.clock.mono()
             boot = self.clock.boot()
@@ -213,9 +217,6 @@ class Agent:
             orders = OrderStore(db, clock=self.clock, listed=bool(s.central.url))
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs, ages))  # after the parts pushed below
-            # The scanners read on while the API, the spools (a ticket in flight: up to the grace period) and sync stop,
-            # and stop just before the store closes: a ticket scanned meanwhile is recorded, not lost after the beep.
-            self._on_stop(stack, "scanners", self._stop_scanners)
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             answered, without_in_order = await jobs.answered_devices(), await jobs.devices_without_in_order()
             drivers = {

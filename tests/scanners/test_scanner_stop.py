@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,14 @@ from edge.scanners.ports import SerialPort
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.scanner import SimScanner
+from edge.sim.smtp import SmtpSink
 from tests.helpers import (
+    WAIT_S,
     Seen,
     agent_process,
     api_client,
     db_rows,
+    eventually,
     log_events,
     post,
     push_order,
@@ -138,3 +142,62 @@ async def test_a_code_the_stop_cuts_off_is_named_in_one_line_to_scan_again(
     assert [(e["scanner"], e["bytes"]) for e in lost] == [("kitchen", head)], logs
     assert "scan it again" in lost[0]["reason"]
     assert await db_rows(agent.settings.agent.db_path, "SELECT code FROM scans") == []
+
+
+async def test_tickets_scanned_while_the_alerter_stops_are_recorded(
+    tmp_path: Path, printers: dict[str, SimPrinter], sims: dict[str, SimScanner], sink: SmtpSink
+) -> None:
+    """SIGTERM while the relay still takes an alert mail: the alerter waits for it, and the scanners read on until
+    it has stopped, just before the store closes. Two tickets scanned one after the other once the stop has written
+    its stop mark (the API, the spools and sync are down by then) are both recorded. Before, the scanners stopped
+    ahead of the stop mark and the alerter, a quarter of a second into an idle box's stop, and tickets scanned after
+    were lost without a log line (the scan80 probe, F1)."""
+    taking, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_: EmailMessage) -> None:  # the relay takes the mail's body and answers once the test says so
+        taking.set()
+        await release.wait()
+
+    sink.data_reply = held
+    gone = tmp_path / "tty-gone"  # the bar scanner unplugged: its alert is the mail the relay holds
+    extra = (
+        f'\n[scanners.kitchen]\nport = "{sims["kitchen"].path}"\nstation = "kitchen"\n'
+        f'\n[scanners.bar]\nport = "{gone}"\nstation = "bar"\n'
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\nscanner_down_min = 0\n'
+        "disk_free_min_mb = 0\ncheck_interval_s = 0.2\n"
+    )
+    agent = agent_process(tmp_path, printers, extra=extra, log_level="info")
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        await wait_until(
+            lambda: any(e["event"] == "scanner_connected" for e in log_events(agent.log)), what="the scanner connected"
+        )
+        first, second = make_order(1, print_receipt=False), make_order(2, print_receipt=False)
+        async with api_client(agent.port) as api:
+            for order in (first, second):
+                assert (await post(api, order))[0] == 201
+        await printers["kitchen"].wait_for_printed(2)
+        await asyncio.wait_for(taking.wait(), timeout=WAIT_S)
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        await eventually(
+            lambda: db_rows(db, "SELECT count(*) FROM meta WHERE key = 'stopped_at'"),
+            lambda rows: rows == [(1,)],
+            what="the stop's mark written (the alerter still waiting for the relay)",
+        )
+
+        def recorded(order: dict[str, object]) -> bool:
+            return any(e["event"] == "scan_recorded" and e["order_id"] == order["id"] for e in log_events(agent.log))
+
+        sims["kitchen"].scan(f"edge:v1:{first['id']}:kitchen", "\r")
+        await wait_until(lambda: recorded(first), what="the first scan recorded")
+        sims["kitchen"].scan(f"edge:v1:{second['id']}:kitchen", "\r")  # after the first: the reader was woken
+        release.set()
+        assert await asyncio.wait_for(agent.proc.wait(), timeout=30) == 0
+    finally:
+        release.set()
+        await agent.close()
+    rows = await db_rows(db, "SELECT order_id, outcome FROM scans ORDER BY id")
+    assert rows == [(first["id"], "order_ready"), (second["id"], "order_ready")]
