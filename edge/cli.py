@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import json
 import os
@@ -208,6 +209,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from edge.ops.backup import backup_database
     from edge.ops.lock import DataDirLock
     from edge.store.files import schema_of_file
+    from edge.store.migrations import latest_version, load_migrations
     from edge.store.schema import migrate_file
 
     settings = _load(args)
@@ -225,7 +227,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
     try:
         path = settings.agent.db_path
-        if args.to is not None and args.backup and (schema_of_file(path) or 0) > args.to:
+        schema, known = schema_of_file(path) or 0, latest_version(load_migrations())
+        if schema > known:
+            # Refused before the backup: each refused try's backup pushed a real one out of backup.keep (upgrade82 F1).
+            raise SchemaTooNewError(_newer_release_step(path, schema, known, args.to))
+        if args.to is not None and args.backup and schema > args.to:
             # What the down parts drop (rows of tables an older schema has not) can be had back from this.
             try:
                 backup = asyncio.run(backup_database(settings, label="-before-migrate"))
@@ -240,6 +246,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         lock.release()
     print(f"database {settings.agent.db_path}: schema version {before} -> {after}")
     return 0
+
+
+def _newer_release_step(path: Path, schema: int, known: int, to: int | None) -> str:
+    """`edge migrate` of this release on a database a newer one wrote: the step is the newer release's to take, with its
+    own `edge` (the one on PATH may be this one: its advice, run here, came back to the same refusal)."""
+    from edge import __version__
+
+    target = known if to is None else min(to, known)
+    here = Path(sys.prefix).resolve()
+    others = []
+    if here.parent.name == "releases":  # install.sh's layout: each release a venv of its own beside the others
+        with contextlib.suppress(OSError):
+            others = sorted(
+                str(p / "bin" / "edge") for p in here.parent.iterdir() if p != here and (p / "bin" / "edge").exists()
+            )
+    where = f" (releases on this box besides this one: {', '.join(others)})" if others else ""
+    return (
+        f"database {path} is at schema {schema}, which a newer release wrote; this edge ({__version__}, {here}) knows"
+        f" up to schema {known}: refused, nothing written. Run the newer release's own `edge migrate --to {target}`"
+        f" with its bin/edge{where}, not the `edge` that answered this"
+    )
 
 
 def _api_command(

@@ -81,7 +81,8 @@ def refuse_newer(version: int, migrations: list[Migration]) -> None:
         raise SchemaTooNewError(
             f"database schema is version {version}, this agent knows up to {known}: it was written by a newer agent;"
             " start that one again, or, to run this one with every order kept, first run the newer release's"
-            f" `edge migrate --to {known}` (a backup restored would lose the orders taken since)"
+            f" `edge migrate --to {known}` with that release's own bin/edge, not this one's (a backup restored would"
+            " lose the orders taken since)"
         )
 
 

@@ -149,6 +149,41 @@ async def test_a_step_down_takes_a_backup_first_and_schema_0_is_refused(
     assert await schema_version(backup) == latest and len(await orders_in(backup)) == 1
 
 
+async def test_a_step_down_on_a_newer_releases_database_is_refused_before_any_backup_is_written(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """`edge migrate --to N` on a database a newer release wrote (a schema above this release's): refused, exit 2, in
+    one line saying the newer release's own `edge` must take the step, and nothing written. Before stop 82 it first
+    wrote and named a `-before-migrate` backup, then refused: each try pushed the oldest real backup out of
+    `backup.keep`, and the refusal's advice, run with this `edge`, was the same command (the upgrade82 probe, F1)."""
+    agent = await make_agent()
+    await agent.stop()
+    db = agent.settings.agent.db_path
+    known = migrations.latest_version(migrations.load_migrations())
+    config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
+    assert (await edge("backup", "--config", str(config))).returncode == 0
+    backups = agent.settings.agent.data_dir / "backups"
+    nightly = sorted(backups.iterdir())
+
+    def stamp_newer() -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE next_release_thing (x)")
+            conn.execute(f"PRAGMA user_version = {known + 1}")
+        conn.close()
+
+    await asyncio.to_thread(stamp_newer)
+    for _ in range(2):
+        refused = await edge("migrate", "--to", str(known - 3), "--config", str(config))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stdout == "", refused.stdout
+        line = refused.stderr.strip()
+        assert len(line.splitlines()) == 1, line
+        assert f"schema {known + 1}" in line and f"up to schema {known}" in line, line
+        assert f"newer release's own `edge migrate --to {known - 3}`" in line and "nothing written" in line, line
+        assert sorted(backups.iterdir()) == nightly
+    assert await schema_version(db) == known + 1
+
+
 async def orders_in(db: Path) -> list[tuple[str]]:
     def read() -> list[tuple[str]]:
         with sqlite3.connect(db) as conn:
