@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
-from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreError, StoreReadOnlyError
+from edge.errors import (
+    ConfigError,
+    EdgeError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    StoreDamagedError,
+    StoreError,
+    StoreReadOnlyError,
+)
 from edge.heap import share_arenas
 from edge.log import LogStream, configure_logging, known_secrets, without_secrets
 
@@ -710,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only_run=(sys.argv[1:] if argv is None else argv)[:1] == ["run"]).parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, StoreDamagedError, StoreReadOnlyError, SchemaTooNewError) as err:
+    except (ConfigError, StoreDamagedError, StoreReadOnlyError, SchemaTooNewError, SchemaTooOldError) as err:
         # Exit 2: a person must act; systemd does not restart the agent in a loop (RestartPreventExitStatus=2).
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_CONFIG

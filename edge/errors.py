@@ -142,6 +142,11 @@ class StoreDamagedError(StoreError):
     restore from a backup; the agent does not start on it."""
 
 
+class SchemaTooOldError(StoreError):
+    """A database at an older schema than this agent's, read directly by an `edge` command: `edge migrate` (or the
+    agent's start) brings it up first."""
+
+
 class SchemaTooNewError(StoreError):
     """The database was written by a newer agent than this one."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from edge.errors import StoreError, StoreUnreadableError
+from edge.errors import SchemaTooOldError, StoreError, StoreUnreadableError
 from edge.printing.text import names_number, typed_forms
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
@@ -54,6 +54,21 @@ class FileCheck:
 
 def _read_only(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+
+
+def _require_current(conn: sqlite3.Connection, path: Path) -> None:
+    """SchemaTooOldError for a file at an older schema than this release's, for a read that names this schema's
+    columns: a pre-upgrade backup restored before the agent's start migrated it, or a box between upgrade.sh's install
+    and migrate. Before stop 82 `edge preview` said only "no such column: e.pulse_lost" (the upgrade82 probe, F2). A
+    newer one is read as it is: its columns are ours and more."""
+    from edge.store.migrations import latest_version, load_migrations  # aiosqlite: not for the files' other readers
+
+    version, latest = int(conn.execute("PRAGMA user_version").fetchone()[0]), latest_version(load_migrations())
+    if version < latest:
+        raise SchemaTooOldError(
+            f"database {path} is at schema version {version}, this agent expects {latest}: run `edge migrate` (the"
+            " agent's start does it too), then ask again"
+        )
 
 
 def _user() -> str:
@@ -434,6 +449,7 @@ def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJo
     try:
         conn = _read_only(path)
         try:
+            _require_current(conn, path)
             conn.row_factory = sqlite3.Row
             named = (ref,) if by_id else (ref, _numbered(conn, ref))
             rows = conn.execute(PRINTABLE + f" WHERE o.id = {order} ORDER BY j.id", named).fetchall()

@@ -20,6 +20,7 @@ from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.process import write_config as write_agent_config
+from edge.store import migrations
 from tests.helpers import (
     TOKEN,
     agent_process,
@@ -331,6 +332,47 @@ async def test_edge_preview_shows_the_one_order_a_person_names_not_every_order_w
     assert out.count("=== job") == 1, out
     code, out = await run_cli(capsys, "preview", "57", "--by-id", "--config", str(config))
     assert code == 0 and "[QR edge:v1:57:kitchen]" in out and "edge:v1:912:" not in out, out
+
+
+# The schema before rendered_with (022), pulse_lost (023): upgrade.sh's previous release in the upgrade82 probe.
+_BEFORE_RENDERED_WITH = 21
+
+
+async def _printed_then_stepped_down(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict, tmp_path: Path
+) -> Path:
+    """A-1042's receipt printed (its kitchen ticket waiting for the kitchen printer, off), the agent stopped and the
+    database stepped down to schema 21 with `edge migrate --to 21` (upgrade.sh's rollback): its config file."""
+    config = write_config(tmp_path, printers)
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent(load_settings(config, environ={}))
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await printers["front"].wait_for_printed(1)
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["queued", "printed"])
+    await agent.stop()
+    down = await edge("migrate", "--to", str(_BEFORE_RENDERED_WITH), "--no-backup", "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    return config
+
+
+async def test_the_preview_of_a_database_at_an_older_schema_says_in_one_line_to_migrate_it(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict, tmp_path: Path
+) -> None:
+    """`edge preview` on a database still at an older schema (a pre-upgrade backup restored before the agent's start
+    migrated it, or between upgrade.sh's install and migrate): one line as the doctor's, the version it is at, the one
+    this agent expects and `edge migrate`, exit 2; migrated, the preview answers. Before stop 82 it said only `edge:
+    database …/edge.db: no such column: e.pulse_lost`, exit 1 (the upgrade82 probe, F2)."""
+    config = await _printed_then_stepped_down(make_agent, printers, example_order, tmp_path)
+    latest = migrations.latest_version(migrations.load_migrations())
+    refused = await edge("preview", "A-1042", "--config", str(config))
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1 and "no such column" not in line, line
+    assert f"schema version {_BEFORE_RENDERED_WITH}, this agent expects {latest}: run `edge migrate`" in line, line
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    shown = await edge("preview", "A-1042", "--config", str(config))
+    assert shown.returncode == 0 and "=== job 2: receipt on front, printed ===" in shown.stdout, shown.stderr
 
 
 @pytest.mark.parametrize("change", ["printer added", "token rotated"])
