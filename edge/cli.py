@@ -395,10 +395,20 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def _printed_otherwise(job: PrintableJob, now: str, timezone: str) -> str | None:
     """A line for a job whose paper was shaped by other settings than today's (JobRenderer.rendered_with): the preview
-    renders it again with today's, not what went out (the receipt80 probe, R6). None: the same, or not known."""
+    renders it again with today's, not what went out (the receipt80 probe, R6). None: the same, or not printed yet."""
     from edge.clock import store_zone
+    from edge.states import JobState
 
-    if job.rendered_with is None or job.rendered_with == now:
+    if job.rendered_with is None:
+        # Printed with no record: by a release before the column, or before a step down dropped it (upgrade82 F3).
+        if job.state != JobState.PRINTED or job.printed_at is None:
+            return None
+        printed = datetime.fromtimestamp(job.printed_at, store_zone(timezone))
+        return (
+            f"(note: printed {printed:%Y-%m-%d %H:%M} with settings not recorded (by an earlier version, or before a"
+            " downgrade): the paper may differ from this preview)"
+        )
+    if job.rendered_with == now:
         return None
     then_language, then_width, then_rest = [*job.rendered_with.split(" "), "", "", ""][:3]
     now_language, now_width, now_rest = now.split(" ")

@@ -375,6 +375,29 @@ async def test_the_preview_of_a_database_at_an_older_schema_says_in_one_line_to_
     assert shown.returncode == 0 and "=== job 2: receipt on front, printed ===" in shown.stdout, shown.stderr
 
 
+async def test_the_preview_of_a_job_printed_before_a_step_down_and_back_up_says_its_settings_are_not_known(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict, tmp_path: Path
+) -> None:
+    """The receipt printed in German; then `edge migrate --to 21` (upgrade.sh's rollback) and the upgrade again, which
+    leave no record of the settings that shaped it, and the store's language changed to English. `edge preview`
+    renders it in English; it now says in one line that the settings it printed with are not known, so the paper may
+    differ. The kitchen ticket, not printed yet, gets no such line. Before stop 82 the preview said nothing, while the
+    guest's paper read `Summe` (the upgrade82 probe, F3)."""
+    config = await _printed_then_stepped_down(make_agent, printers, example_order, tmp_path)
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    config.write_text(config.read_text().replace("[agent]\n", '[agent]\nlanguage = "en"\n'))
+    shown = await edge("preview", "A-1042", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    ticket, receipt = shown.stdout.split("=== job 2: receipt on front, printed ===")
+    assert "Total" in receipt, receipt  # today's rendering, as before
+    assert re.search(
+        r"\(note: printed \d{4}-\d\d-\d\d \d\d:\d\d with settings not recorded \(by an earlier version, or before a"
+        r" downgrade\): the paper may differ from this preview\)",
+        receipt,
+    ), receipt
+    assert "=== job 1: ticket kitchen on kitchen, queued ===" in ticket and "note:" not in ticket, ticket
+
+
 @pytest.mark.parametrize("change", ["printer added", "token rotated"])
 async def test_a_command_refused_for_a_config_the_running_agent_has_not_read_says_to_restart_it(
     tmp_path: Path, printers: dict[str, SimPrinter], change: str
