@@ -7,11 +7,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+import venv
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
+import edge as edge_package
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
@@ -19,7 +21,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store import migrations
 from tests.appliance.conftest import SystemUser
-from tests.helpers import api_client, cli_config, db_rows
+from tests.helpers import BORROWED, api_client, cli_config, db_rows
 
 
 async def edge(*args: str, user: SystemUser | None = None) -> subprocess.CompletedProcess[str]:
@@ -153,7 +155,8 @@ async def test_a_step_down_on_a_newer_releases_database_is_refused_before_any_ba
     tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
     """`edge migrate --to N` on a database a newer release wrote (a schema above this release's): refused, exit 2, in
-    one line saying the newer release's own `edge` must take the step, and nothing written. Before stop 82 it first
+    one line saying the newer release's own `edge` must take the step (run from a release install.sh laid out, naming
+    the others kept beside it), and nothing written. Before stop 82 it first
     wrote and named a `-before-migrate` backup, then refused: each try pushed the oldest real backup out of
     `backup.keep`, and the refusal's advice, run with this `edge`, was the same command (the upgrade82 probe, F1)."""
     agent = await make_agent()
@@ -182,6 +185,22 @@ async def test_a_step_down_on_a_newer_releases_database_is_refused_before_any_ba
         assert f"newer release's own `edge migrate --to {known - 3}`" in line and "nothing written" in line, line
         assert sorted(backups.iterdir()) == nightly
     assert await schema_version(db) == known + 1
+    # Run from a release as install.sh lays them out: the line names the other releases kept beside it.
+    releases = tmp_path / "opt" / "releases"
+    await asyncio.to_thread(venv.create, releases / "0.1.0-this", with_pip=False)
+    (releases / "0.2.0-newer" / "bin").mkdir(parents=True)
+    (releases / "0.2.0-newer" / "bin" / "edge").touch()
+    checkout = str(Path(edge_package.__file__).parents[1])
+    process = await asyncio.create_subprocess_exec(
+        str(releases / "0.1.0-this" / "bin" / "python"),
+        *("-m", "edge", "migrate", "--to", str(known - 3), "--config", str(config)),
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": f"{checkout}:{BORROWED['PYTHONPATH']}"},
+    )
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2, err.decode()
+    assert f"besides this one: {releases / '0.2.0-newer' / 'bin' / 'edge'})" in err.decode(), err.decode()
+    assert sorted(backups.iterdir()) == nightly
 
 
 async def orders_in(db: Path) -> list[tuple[str]]:
