@@ -776,11 +776,12 @@ class JobStore:
     ) -> list[Rerouted]:
         """At start-up: every job not yet done whose printer no longer serves its station (the printer left the config,
         or the config routes the station, or the receipts, to another one: names swapped, a station moved) moves to the
-        printer that serves it now (the station's primary; receipts: the receipt printer), marked as moved
-        (JobRedirected); with no route it is held (reason no_printer, JobHeld). A job held for that reason moves on as
-        soon as a route is back; one on any of its station's printers (a backup, after a failover) stays. Printed and
-        discarded jobs stay as history. ``printers_for`` names configured printers only (the config's rules).
-        ``same_device(old, new)``: the printer that was ``old`` is ``new`` now (renamed): its jobs move unmarked."""
+        printer that serves it now (its own device under a new name, else the station's primary; receipts: the
+        receipt printer), marked as moved (JobRedirected); with no route it is held (reason no_printer, JobHeld). A
+        job held for that reason moves on as soon as a route is back; one on any of its station's printers (a backup,
+        after a failover) stays. Printed and discarded jobs stay as history. ``printers_for`` names configured
+        printers only (the config's rules). ``same_device(old, new)``: the printer that was ``old`` is ``new`` now
+        (renamed): its jobs move unmarked."""
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "SELECT id, order_id, kind, station, printer, state, held_reason,"
@@ -792,7 +793,8 @@ class JobStore:
                 serving = printers_for(JobKind(kind), station)
                 if printer in serving and reason != HoldReason.NO_PRINTER:
                     continue
-                target = serving[0] if serving else None
+                # A renamed printer keeps its tickets (a backup's, after a failover: the primary may still be dead).
+                target = next((p for p in serving if same_device(printer, p)), serving[0] if serving else None)
                 if target is None and state == JobState.HELD and reason == HoldReason.NO_PRINTER:
                     continue  # held for this already, at an earlier start
                 if target is None and state in (JobState.QUEUED, JobState.FAILED, JobState.HELD):

@@ -194,6 +194,48 @@ async def test_a_ticket_a_failover_left_on_a_backup_the_station_no_longer_has_go
     await printed_at_home_unmarked(await run(raw), printers)
 
 
+async def test_tickets_a_failover_left_on_a_backup_renamed_since_print_there_at_once_while_the_primary_is_still_dead(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is dead and a failover moved its tickets to the front printer, which then ran out of paper
+    with two of them waiting; stopped, the technician renames front to counter (same device) and puts paper in, the
+    kitchen printer still dead: the two tickets print on the counter at once, still marked as moved from the
+    kitchen. Before (the failover82 probe, F1): the start moved them back to the dead kitchen printer, and they
+    printed on the counter only after a second failover, ``failover_after_s`` later (a minute at the default)."""
+    raw = config_dict(
+        tmp_path / "data",
+        printers,
+        stations={"kitchen": ["kitchen", "front"]},
+        printing={"failover_after_s": 0.5},
+    )
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    first = await run(raw)
+    async with api(first) as session:
+        assert (await post(session, make_order(0, print_receipt=False)))[0] == 201
+        [moved] = [decode(t).text for t in await front.wait_for_printed(1)]
+        assert "UMGELEITET von kitchen" in moved, moved
+        front.paper_out = True  # unseen until the front spool next asks: the failover still takes it for healthy
+        for n in (1, 2):
+            assert (await post(session, make_order(n, print_receipt=False)))[0] == 201
+    await wait_until(lambda: first.spoolers["front"].state.value == "paper_out")
+    waiting = "SELECT printer, redirected_from, state FROM print_jobs WHERE id > 1 ORDER BY id"
+    assert await job_rows(first, waiting) == [("front", "kitchen", "queued")] * 2
+    front.paper_out = False
+    renamed = copy.deepcopy(raw)
+    renamed["printers"] = {"kitchen": raw["printers"]["kitchen"], "counter": raw["printers"]["front"]}
+    renamed["stations"] = {"kitchen": ["kitchen", "counter"]}
+    renamed["receipts"] = {"printer": "counter"}
+    renamed["printing"] = {"failover_after_s": 60}  # the default: a second failover would take a minute
+    with capture_logs() as logs:
+        second = await run(renamed)
+        tickets = [decode(t).text for t in (await front.wait_for_printed(3))[1:]]
+    assert all("Station: kitchen" in t and "UMGELEITET von kitchen" in t for t in tickets), tickets
+    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
+    assert moves == [("front", "counter")] * 2, moves
+    await eventually(lambda: job_rows(second, waiting), lambda rows: rows == [("counter", "kitchen", "printed")] * 2)
+
+
 async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
     run: Callable[..., Any],
     make_agent: Callable[..., Awaitable[Agent]],
