@@ -625,6 +625,10 @@ class PrinterDriver:
             else:
                 # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
                 replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
+                if replies and parse_status(replies) == PrinterState.OFFLINE:
+                    # Only the cause (DLE EOT 2) tells a cover opened mid-ticket from other offline states: asked only
+                    # then, so a ticket that comes out costs no more queries.
+                    replies |= self._ask((2,))
                 if replies:
                     state, confirmed = parse_status(replies), True
                 else:

@@ -25,6 +25,11 @@ One host at a time (Epson's UB-E02 Ethernet interface, Technical Reference Guide
 "permits up to 3 requests of connecting [...] Data transmission is blocked for other requests until the first
 connection is closed"): a second connection, e.g. the store's till printing on the same kitchen printer, is accepted
 but nothing on it is read or answered, DLE EOT included, until the first one closes; a fourth is refused.
+A connection holds its place until what it sent has printed ("Number of connections that can print: 1 (other users
+wait until done)", TRG 5.5.2); one that sent only status questions (DLE EOT, answered on arrival) put nothing in the
+16 KB buffer from host to printer (TRG 4.1.1) and ends when its host hangs up, also while the mechanism is stopped at
+paper end with another connection's job (before stop 82 it waited for that job: three status questions filled the
+board, the failover82 probe's F2).
 
 Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or set by memory switch): the printer
 also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
@@ -855,6 +860,7 @@ class _Feed:
         self.lost = False  # the power went: what was in the buffers is gone, and nothing more of this connection prints
         self._queue: collections.deque[bytes | _InOrder | None] = collections.deque()
         self._waiting = 0  # job bytes in the buffer
+        self._took = False  # anything of this connection went into the buffers (job bytes, GS r)
         self._changed = asyncio.Event()
         self._task = None if printer.speed is None else asyncio.get_running_loop().create_task(self._print())
         if self._task is not None:  # a reader waiting for room must not wait on a mechanism that stopped
@@ -869,6 +875,7 @@ class _Feed:
         if self._task is None:
             self.printer._process(self, part)
             return
+        self._took = True
         self._queue.append(part)
         self._waiting += len(part) if isinstance(part, bytes) else 0
         self._changed.set()
@@ -877,10 +884,16 @@ class _Feed:
             await self._changed.wait()
 
     async def finish(self) -> None:
-        if self._task is not None:
-            self._queue.append(None)
-            self._changed.set()
-            await self._task
+        if self._task is None:
+            return
+        if not self._took:
+            # Status questions only (answered on arrival): nothing of this connection waits in the buffers, so the
+            # interface has nothing to hand on and ends it now, even while the mechanism is stopped with another's job.
+            self._task.cancel()
+            return
+        self._queue.append(None)
+        self._changed.set()
+        await self._task
 
     def stop(self) -> None:
         if self._task is not None:

@@ -17,7 +17,19 @@ from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import PaperSpeed, SimPrinter
-from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, post, status_reads, wait_until
+from edge.sim.smtp import SmtpSink
+from tests.helpers import (
+    api_client,
+    config_dict,
+    db_rows,
+    eventually,
+    job_rows,
+    mail_to,
+    orders,
+    post,
+    status_reads,
+    wait_until,
+)
 
 
 async def outbox(agent: Agent) -> list[tuple[str, dict]]:
@@ -330,3 +342,51 @@ async def test_a_ticket_longer_than_the_printers_buffer_is_printed_only_once_its
     assert "KOPIE / COPY" in again and "Gericht Nr 299" in again, again[-300:]
     assert "Gericht Nr 299" not in decode(printed[0]).text  # its end never came out before the power went
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 1, 1)] or rows == [("printed", 0, 1)])
+
+
+@pytest.mark.parametrize("backup", [True, False], ids=["backup", "no-backup"])
+@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+async def test_a_printer_that_stops_mid_ticket_and_waits_to_go_on_stays_in_its_fault_and_no_unreachable_mail_goes(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    flag: str,
+    backup: bool,
+) -> None:
+    """An Epson at 40 mm/s runs out of paper (or its cover opens) in the middle of the first of three tickets and
+    waits to go on with it (``resumes``). While it waits, the agent asks its status every second: the printer stays
+    in that fault, the manager gets that one mail and none saying the printer is unreachable, and once the fault is
+    cleared every ticket prints once (on the backup after the failover, else on the kitchen printer, the cut one as
+    COPY). Before (the failover82 probe, F2): the simulated interface kept each status question's connection open
+    while the mechanism was stopped, its three places were taken within seconds, the refused connection read as a
+    printer gone (``paper_out`` -> ``offline``), and a second mail "Drucker kitchen nicht erreichbar ... prüfen, ob
+    das Netzwerkkabel steckt" went out."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.speed, kitchen.resumes = PaperSpeed(mm_per_s=40), True
+    stations = {"kitchen": ["kitchen", "front"] if backup else "kitchen"}
+    agent = await make_agent(stations=stations, printing={"failover_after_s": 3}, **mail_to(sink))
+    states: list[str] = []
+    agent.bus.subscribe(lambda e: states.append(e.new) if e.printer == "kitchen" else None, PrinterStatusChanged)
+    tickets = orders(example_order, 3)
+    ticket = agent.printing.renderer().ticket(parse_order(tickets[0]), "kitchen", width=48, language="de")
+    setattr(kitchen, f"{flag}_after", len(ticket) // 2)
+    async with api_client(agent) as api:
+        for order in tickets:
+            assert (await post(api, order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag, what="the stop seen")
+    asked = kitchen.status_queries
+    # Eight probes (a second apart once paused), or the first sign of the fault read as something else.
+    await wait_until(
+        lambda: kitchen.status_queries >= asked + 3 * 8 or states[-1] != flag, timeout=20, what="eight probes"
+    )
+    assert agent.spoolers["kitchen"].state.value == flag and "offline" not in states, states
+    setattr(kitchen, flag, False)
+    copies = await (front if backup else kitchen).wait_for_printed(3 if backup else 4, timeout=20)
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)] * 3)
+    texts = [decode(paper).text for paper in copies[-3:]]
+    assert ["KOPIE / COPY" in text for text in texts] == [True, False, False], texts
+    assert [text.count("N-00") for text in texts] == [1, 1, 1] and "N-000" in texts[0], texts
+    assert len(kitchen.printed) == (1 if backup else 4)  # the half of the first, and nothing of it again
+    subjects = [m["Subject"] for m in sink.messages]
+    assert subjects and not any("nicht erreichbar" in s for s in subjects), subjects

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edge.sim.printer import SimPrinter, serve
+from edge.sim.printer import PaperSpeed, SimPrinter, serve
 from tests.helpers import wait_until
 
 
@@ -222,6 +222,28 @@ async def test_one_host_at_a_time_the_others_wait_unanswered_and_a_fourth_is_ref
     assert [bytes(job) for job in await printer.wait_for_printed(2)] == [b"FIRST\n", b"SECOND\n"]
     _, fourth = await asyncio.open_connection(*printer.address)  # a free place again
     fourth.close()
+
+
+async def test_status_questions_while_a_job_waits_at_paper_end_end_with_their_connections_and_take_no_place(
+    printer: SimPrinter,
+) -> None:
+    """An Epson that goes on with its job after a new roll (``resumes``) keeps that job's connection while it waits;
+    a host asking its status meanwhile, one connection after another, is answered each time and never refused, and
+    once the roll is in the rest of the job prints. Before (the failover82 probe, F2): each status connection waited
+    for the stopped job before it ended, the third filled the interface's three places and the next was refused, which
+    the agent read as a printer gone."""
+    printer.speed, printer.resumes, printer.paper_out_after = PaperSpeed(), True, 4
+    _, job = await asyncio.open_connection(*printer.address)
+    job.write(b"1234\n5678\n")
+    await job.drain()
+    job.close()
+    await wait_until(lambda: printer.paper_out, what="the roll ended")
+    for _ in range(5):
+        assert await send(printer, b"\x10\x04\x04", expect_replies=1) == b"\x72"  # roll end, answered at once
+    await wait_until(lambda: len(printer._connections) == 1, what="only the job's connection, waiting for a roll")
+    printer.paper_out = False
+    # Its start on the old roll, the rest on the new one.
+    assert [bytes(paper) for paper in await printer.wait_for_printed(2)] == [b"1234", b"\n5678\n"]
 
 
 async def test_connections_the_kernel_took_before_it_was_full_are_served_not_reset(printer: SimPrinter) -> None:
