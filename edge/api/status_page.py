@@ -137,6 +137,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
                 "kind": job.kind,
                 "station": job.station,
                 "printer": job.printer,
+                "redirected_from": job.redirected_from,  # moved to ``printer`` by a failover (or a config change)
                 "state": job.state,
                 "copy": int(job.copy),
             }

@@ -62,6 +62,27 @@ async def test_page_shows_printers_orders_and_escapes_order_text(
     assert f'data-order="{example_order["id"]}"' in html
 
 
+async def test_last_orders_say_at_which_printer_a_ticket_a_failover_moved_came_out(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off and the failover prints the kitchen's ticket on the front printer: Last orders says
+    "kitchen: printed at front", and /api/v1/status gives the ticket's printer and the one it was moved from. Before
+    (the failover82 probe, s6): "kitchen: printed", read as on paper in the kitchen."""
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        await printers["front"].wait_for_printed(1)
+        await until(api, "/api/v1/status", lambda body: body["orders"][0]["jobs"][0]["state"] == "printed", "printed")
+        async with api.get("/api/v1/status") as response:
+            [job] = (await response.json())["orders"][0]["jobs"]
+        async with api.get("/api/v1/status/panel") as response:
+            panel = await response.text()
+    assert (job["station"], job["printer"], job["redirected_from"]) == ("kitchen", "front", "kitchen")
+    assert ">kitchen: printed at front</button>" in panel, panel
+
+
 async def test_preview_is_the_decoded_ticket_text(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
