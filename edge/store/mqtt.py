@@ -70,6 +70,13 @@ class MqttStore:
             await cursor.close()
         return reject_id, True
 
+    async def kept_reject(self, topic: str, payload: bytes) -> MqttReject | None:
+        """The reject kept for the identical payload on the same topic, if any: that message judged before."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM mqtt_rejects WHERE topic = ? AND payload = ? LIMIT 1", (topic, payload)
+        )
+        return MqttReject.from_row(rows[0]) if rows else None
+
     async def unpublished_rejects(self, limit: int) -> list[MqttReject]:
         rows = await self._db.fetchall(
             "SELECT * FROM mqtt_rejects WHERE published_at IS NULL ORDER BY id LIMIT ?", (limit,)

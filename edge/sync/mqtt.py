@@ -821,6 +821,8 @@ class MqttLink:
                 kept = payload[: self._max_payload]
                 await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
                 return "rejected"
+            if await self._judged_before(topic, payload):
+                return "rejected"
             order = await read_order(payload)
             if isinstance(order, dict) and isinstance(order.get("id"), str):
                 order_id = order["id"][:200]
@@ -836,6 +838,16 @@ class MqttLink:
             await self._reject(topic, payload[: self._max_payload], order_id, error)
             return "rejected"
         return str(result.outcome)
+
+    async def _judged_before(self, topic: str, payload: bytes) -> bool:
+        """Whether this message was refused and kept before (a redelivery after a crash before its PUBACK, a
+        backend's retry): answered from that record. Taken again, the intake would warn, alert and count a second
+        refusal of the one message (the dual82 probe, F1). Not one the agent failed on: a fixed agent may take it."""
+        kept = await self._store.kept_reject(topic, payload)
+        if kept is None or kept.error.get("error") == "internal_error":
+            return False
+        log.info("mqtt_order_rejected_again", reject_id=kept.id, order_id=kept.order_id, error=kept.error["error"])
+        return True
 
     async def _other_topic(self, topic: str, payload: bytes) -> None:
         """A message on a topic this config does not subscribe to: the broker kept an earlier config's subscription in
