@@ -277,22 +277,18 @@ class OrderIntake:
                 cancelled_revision=result.revision,
                 source=new.source,
             )
-            self._bus.publish(
-                OrderStored(
-                    order_id=result.order_id, number=new.order.number, job_ids=(), printers=(), source=new.source
-                )
+            self._publish_stored_cancelled(result, new)
+        elif result.arrived_cancelled:  # its cancel overtook it: received as central counts it, nothing prints
+            log.info(
+                "order_stored",
+                order_id=result.order_id,
+                number=new.order.number,
+                revision=result.revision,
+                cancelled=True,
+                jobs=[],
+                source=new.source,
             )
-            self._bus.publish(
-                OrderRevised(
-                    order_id=result.order_id,
-                    number=new.order.number,
-                    revision=result.revision,
-                    status=OrderStatus.CANCELLED,
-                    job_ids=(),
-                    printers=(),
-                    source=new.source,
-                )
-            )
+            self._publish_stored_cancelled(result, new)
         elif result.outcome in _REVISED and result.revision == new.order.revision:  # stored now, not before
             log.info(
                 "order_revised",
@@ -328,6 +324,24 @@ class OrderIntake:
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
+
+    def _publish_stored_cancelled(self, result: InsertResult, new: NewOrder) -> None:
+        """An order stored now and cancelled at once (as it came, or by the cancel kept for it): received, and
+        cancelled, nothing prints."""
+        self._bus.publish(
+            OrderStored(order_id=result.order_id, number=new.order.number, job_ids=(), printers=(), source=new.source)
+        )
+        self._bus.publish(
+            OrderRevised(
+                order_id=result.order_id,
+                number=new.order.number,
+                revision=result.revision,
+                status=OrderStatus.CANCELLED,
+                job_ids=(),
+                printers=(),
+                source=new.source,
+            )
+        )
 
     def _tell_totals(self, result: InsertResult, new: NewOrder) -> None:
         """A receipt is a legal document: an order or a change whose totals do not add up is stored and printed as

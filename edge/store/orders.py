@@ -97,6 +97,7 @@ class InsertResult:
     # Of those jobs, the ones held because no printer serves them: (job id, station; None for a receipt)
     unrouted: tuple[tuple[int, str | None], ...] = ()
     after_cancel: bool = False  # stored and cancelled at once: its cancel came first (see edge/store/cancels.py)
+    arrived_cancelled: bool = False  # not here before, stored as it came: cancelled (its cancel overtook it)
 
 
 def store_failed(err: Exception) -> bool:
@@ -120,6 +121,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
     fresh: list[NewOrder] = []
     revised: dict[int, tuple[int, ...]] = {}  # batch index -> jobs showing the revision
     after_cancel: set[int] = set()  # batch indexes stored and cancelled at once
+    arrived: set[int] = set()  # batch indexes not here before, stored as they came: cancelled
     settled: list[str] = []  # orders stored now whose cancel was kept: the order row speaks for it from here on
     for index, new in enumerate(batch):
         order = new.order
@@ -140,6 +142,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
                 settled.append(order.id)
             if order.status == OrderStatus.CANCELLED:
                 outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
+                arrived.add(index)
             elif cancel is not None:  # stored and cancelled in this transaction: its jobs are discarded unprinted
                 await _insert_fresh(conn, fresh, now, pending, listed)
                 fresh = []
@@ -186,7 +189,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
         else:
             shown = revised.get(index, ())
         held = tuple((job_id, unrouted[job_id]) for job_id in shown if job_id in unrouted)
-        results.append(InsertResult(n.order.id, o, shown, current, held, index in after_cancel))
+        results.append(InsertResult(n.order.id, o, shown, current, held, index in after_cancel, index in arrived))
     return results
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from edge.app import Agent
 from edge.config import parse_settings
@@ -563,3 +564,36 @@ async def test_a_stop_in_the_middle_of_a_burst_leaves_no_task_failing_unseen(
     finally:
         loop.set_exception_handler(None)
     assert [str(f.get("exception") or f.get("message")) for f in failures] == []
+
+
+@pytest.mark.parametrize("door", ["push", "mqtt"])
+async def test_an_order_that_arrives_cancelled_is_counted_and_logged_as_received(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, door: str
+) -> None:
+    """An order never here before comes already cancelled (its cancel overtook it on the other door): stored, nothing
+    printed, central hears received and cancelled, and edge_orders_received_total{source} counts it as central does,
+    logged as order_stored (cancelled). Before stop 82 it was not counted and logged only as order_revised (the dual82
+    probe, F2)."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order = make_order(1, prefix="gone", print_receipt=False) | {
+        "revision": 2,
+        "status": "cancelled",
+        "cancel_reason": "abgelehnt",
+    }
+    before = (await scrape(agent))[("edge_orders_received_total", (("source", door),))]
+    with structlog.testing.capture_logs() as logs:
+        if door == "push":
+            async with api_client(agent) as api:
+                assert (await post(api, order))[:1] == (200,)
+        else:
+            await backend.publish(ORDERS, order)
+        await eventually(
+            lambda: db_rows(agent, "SELECT status, revision, source FROM orders"),
+            lambda rows: rows == [("cancelled", 2, door)],
+            what="the order stored cancelled",
+        )
+    got = await scrape(agent)
+    assert got[("edge_orders_received_total", (("source", door),))] == before + 1
+    stored = [e for e in logs if e["event"] == "order_stored"]
+    assert [(e["order_id"], e.get("cancelled")) for e in stored] == [(order["id"], True)], logs
