@@ -39,6 +39,10 @@ class OrderConflicted(Event):
     number: str = ""  # the order number as the other side sent it (recovery fills these three)
     reason: str = ""  # how it differs from the stored order, for a person
     run_id: int | None = None  # the recovery run that found it
+    # Pushed or over MQTT: the first field that differs ("" unknown), the revision sent and the one that stands here
+    field: str = ""
+    revision: int = 0
+    stands: int = 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

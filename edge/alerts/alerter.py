@@ -176,6 +176,15 @@ def _cause(type_name: str, detail: str) -> dict[str, Any]:
     return {"cause": "lookup" if host else "", "host": host}
 
 
+def _conflict_column(event: OrderConflicted) -> str:
+    """What differs and the revision sent against the one that stands ("items[0].note; Revision 1 < 2"), as the 409
+    says; a conflict with a cancel kept for an order not here yet knows neither: its door."""
+    if not event.stands:
+        return str(event.source)
+    relation = "<" if event.revision < event.stands else "="
+    return f"{event.field or '?'}; Revision {event.revision} {relation} {event.stands}"
+
+
 def _failovers(stations: Mapping[str, Sequence[str]], after_s: float) -> dict[str, dict[str, Any]]:
     """Per primary printer of stations with a backup, the details its outage mails carry: each backup with the stations
     whose tickets it takes (render: the "failover" sentence)."""
@@ -507,7 +516,7 @@ class Alerter:
                 item = {"id": event.order_id, "order": order, "error": event.reason[:120]}
                 self._signal(kind, "recovery", True, item=item, run_id=event.run_id)
             case OrderConflicted():  # pushed (or over MQTT): recovery's conflicts are its runs' alert above
-                item = {"id": event.order_id, "order": event.number or event.order_id, "error": event.source}
+                item = {"id": event.order_id, "order": event.number or event.order_id, "error": _conflict_column(event)}
                 self._signal("order_conflict", "orders", True, order=event.number or event.order_id, item=item)
             case CancelRefused():
                 item = {"id": event.order_id, "order": event.number, "error": f"{event.revision} ≤ {event.stored}"}

@@ -575,17 +575,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     },
     "order_conflict": {
         "de": (
-            "Bestellung {order}: gleiche Revision, anderer Inhalt",
-            "Die Zentrale hat Bestellungen ein zweites Mal mit derselben Revision, aber anderem Inhalt gesendet."
-            " Es gilt die zuerst empfangene Fassung; die andere wurde abgelehnt (409) und nicht gedruckt.",
-            "Die Zentrale bitten, Änderungen mit einer höheren Revision zu senden; prüfen, ob die Küche die"
-            " richtige Fassung hat.",
+            "Bestellung {order}: Revision schon vergeben, anderer Inhalt",
+            "Die Zentrale hat Bestellungen mit einer Revision gesendet, die hier schon mit anderem Inhalt gespeichert"
+            " ist: dieselbe oder eine frühere (Spalte Fehler: das abweichende Feld, gesendete und hier geltende"
+            " Revision). Es gilt die hier gespeicherte Fassung der geltenden Revision; die gesendete wurde abgelehnt"
+            " (409) und nicht gedruckt.",
+            "Die Zentrale bitten, Änderungen mit der nächsten Revision über der geltenden zu senden; prüfen, ob die"
+            " Küche die richtige Fassung hat.",
         ),
         "en": (
-            "Order {order}: same revision, other content",
-            "The central backend sent orders again with the same revision but other content. The version received"
-            " first stands; the other was refused (409) and not printed.",
-            "Ask the central backend to send changes with a higher revision; check the kitchen has the right version.",
+            "Order {order}: revision already used, other content",
+            "The central backend sent orders with a revision already stored here with other content: the same or an"
+            " earlier one (column error: the field that differs, the revision sent and the one that stands here). The"
+            " version stored here at the revision that stands is kept; the one sent was refused (409) and not"
+            " printed.",
+            "Ask the central backend to send changes with the next revision above the one that stands; check the"
+            " kitchen has the right version.",
         ),
     },
     "mqtt_session_lost": {

@@ -155,7 +155,9 @@ class OrderIntake:
             raise refused
         self.publish(result, new)
         if result.outcome == InsertOutcome.CONFLICT:
-            raise await self._conflict(new)
+            conflict = await self._conflict(new)
+            self._tell_conflict(result, new, conflict)
+            raise conflict
         if result.outcome == InsertOutcome.CLOSED:
             raise WrongStateError(
                 f"order {result.order_id} is cancelled (revision {result.revision}); a cancelled order is not"
@@ -321,9 +323,6 @@ class OrderIntake:
                 stored=result.revision,
                 source=new.source,
             )
-        elif result.outcome == InsertOutcome.CONFLICT:
-            log.warning("order_conflict", order_id=result.order_id, source=new.source)
-            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
 
     def _publish_stored_cancelled(self, result: InsertResult, new: NewOrder) -> None:
         """An order stored now and cancelled at once (as it came, or by the cancel kept for it): received, and
@@ -340,6 +339,29 @@ class OrderIntake:
                 job_ids=(),
                 printers=(),
                 source=new.source,
+            )
+        )
+
+    def _tell_conflict(self, result: InsertResult, new: NewOrder, conflict: OrderConflictError) -> None:
+        """The manager's mail names what differs and the revision that stands, as the 409 does: the door alone said
+        nothing, and a lower revision's conflict is not "the first version received stands"."""
+        log.warning(
+            "order_conflict",
+            order_id=result.order_id,
+            source=new.source,
+            field=conflict.field,
+            revision=new.order.revision,
+            stands=result.revision,
+        )
+        self._bus.publish(
+            OrderConflicted(
+                order_id=result.order_id,
+                source=new.source,
+                number=new.order.number,
+                reason=conflict.reason,
+                field=conflict.field or "",
+                revision=new.order.revision,
+                stands=result.revision,
             )
         )
 

@@ -53,7 +53,10 @@ GROUP_DETAILS = {
         "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
         "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
     },
-    "order_conflict": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "push"}]},
+    "order_conflict": {
+        "order": "ord_9",
+        "items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].note; Revision 1 < 2"}],
+    },
     "cancel_refused": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "2 ≤ 3"}]},
     "mqtt_refused": {"detail": "broker refused the connection: Bad user name or password"},
     "mqtt_unreachable": {

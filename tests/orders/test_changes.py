@@ -730,8 +730,37 @@ async def test_a_conflict_is_mailed_to_the_manager(
         assert (await post(api, changed))[0] == 409
         assert (await post(api, changed))[0] == 409
     [mail] = await sink.wait_for(1, timeout=15)
-    assert "Bestellung A-1042: gleiche Revision, anderer Inhalt" in str(mail["Subject"])
+    assert "Bestellung A-1042: Revision schon vergeben, anderer Inhalt" in str(mail["Subject"])
     assert "ord_7f3a9c21" in mail.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("sent", [1, 2])
+async def test_the_conflict_mail_names_the_field_that_differs_and_the_revision_that_stands(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    sink: SmtpSink,
+    sent: int,
+) -> None:
+    """Revision 2 (a note added) stands; the backend sends revision ``sent`` again with another note. The 409 names
+    items[0].note; so does the manager's mail, with the revision sent and the one that stands, and its text does not
+    claim the first version received stands. Before stop 82 its column said the door ("push", "mqtt") and the text
+    "ein zweites Mal mit derselben Revision … Es gilt die zuerst empfangene Fassung" also where revision 2 stood (the
+    dual82 probe, F3)."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    change = revised(example_order, 2)
+    change["items"][0]["note"] = "ohne Zwiebeln"
+    other = revised(change, sent)
+    other["items"][0]["note"] = "mit Zwiebeln"
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        assert (await post(api, change))[0] == 200
+        status, body = await post(api, other)
+        assert (status, body["field"]) == (409, "items[0].note")
+    [mail] = await sink.wait_for(1, timeout=15)
+    text = mail.get_body(("plain",)).get_content()
+    assert f"Fehler: items[0].note; Revision {sent} {'<' if sent < 2 else '='} 2" in text, text
+    assert "derselben Revision" not in text and "zuerst empfangene" not in text, text
 
 
 async def test_a_cancel_not_applied_is_mailed_to_the_manager(
