@@ -89,6 +89,7 @@ _IDLE_S = 5.0  # look at the outbox this often even without a wake-up
 _STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again this often, at most
 _STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be acknowledged
 _LOOP_STOP_S = 2.0  # paho's thread gets this long to end at stop (it checks every second)
+_LOOP_RETRY_S = 1.0  # paho's loop, after an exception ended it, goes on after this pause (below _LOOP_STOP_S)
 # CONNACK reasons a retry will not fix: a person must change the login, the client id or the broker's ACL.
 _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 # MQTT 5's "Session taken over": another client connected under this client id, so this store's id is in use twice.
@@ -128,12 +129,28 @@ class PahoClient(paho.Client):
 
     last_error: BaseException | None = None
     proxy: Proxy | None = None
+    loop_failed: Callable[[BaseException], None] | None = None  # told of an exception out of paho's network loop
 
     def _create_socket_connection(self) -> socket.socket:
         """paho's dial (paho-mqtt 2.x), through a CONNECT tunnel when the store network's only way out is its proxy."""
         if self.proxy is None:
             return super()._create_socket_connection()
         return self.proxy.open(self._host, self._port, self._connect_timeout)
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> MQTTErrorCode:
+        """paho's, kept going: an exception out of it (a failing system call, a bug in a callback) ended paho's
+        network thread, and nothing connected again until a restart while orders waited at the broker (the dual82
+        probe). Told, then the loop goes on after a pause; it reconnects where the connection is gone."""
+        while True:
+            try:
+                return super().loop_forever(timeout, retry_first_connection)
+            except Exception as err:
+                if self._thread_terminate:  # stopping: loop_stop waits for this thread's end
+                    raise
+                if self.loop_failed is not None:
+                    self.loop_failed(err)
+                threading.Event().wait(_LOOP_RETRY_S)  # not time.sleep: it may be what failed
+                retry_first_connection = True
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -324,6 +341,7 @@ class MqttLink:
         # Any message on the orders topic clears them; a later run's end judges those still here (see _judge). Not kept
         # over a restart: that is a drop of the link, which clears them too (_set_state); the alarm comes a round later.
         self._suspects: dict[str, tuple[int, float]] = {}
+        self._loop_failure_told = False  # an exception out of paho's loop logged, until the link connects again
         # Every order in the window meets a full card at each try: one line (the storage alert tells the manager)
         self._not_stored = SaidOnce("mqtt_order_not_stored", acked=False, note="the broker keeps it; tried again")
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
@@ -374,6 +392,7 @@ class MqttLink:
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
         c.on_log = self._on_log
+        c.loop_failed = self._on_loop_failed
         self._next_delay(c)
         return c
 
@@ -467,6 +486,17 @@ class MqttLink:
         detail = describe(err, tls=self._cfg.tls, host=self._cfg.host) if err else "connection failed"
         self._to_loop(self._refused_or_failed, detail, refused)
         self._next_delay(client)
+
+    def _on_loop_failed(self, err: BaseException) -> None:
+        self._to_loop(self._loop_failed, err)
+
+    def _loop_failed(self, err: BaseException) -> None:
+        """Once until the link connects again: a failure that repeats would fill the log every second."""
+        if not self._loop_failure_told:
+            self._loop_failure_told = True
+            log.error(
+                "mqtt_network_loop_failed", broker=self._broker, error=f"{type(err).__name__}: {err}", exc_info=err
+            )
 
     def _on_log(self, _c: paho.Client, _u: object, level: int, message: str) -> None:
         if level == paho.MQTT_LOG_ERR:  # paho tells a socket's failure only here (e.g. a TLS alert after the handshake)
@@ -577,6 +607,7 @@ class MqttLink:
 
     def _connected(self, session_present: bool) -> None:
         self._generation += 1
+        self._loop_failure_told = False
         self._forget_arrivals()
         self._attempt = 0
         # After a refusal (another box with this client id, most often) the session is ours for a moment: that box

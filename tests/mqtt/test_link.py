@@ -664,3 +664,43 @@ async def test_orders_on_the_topic_an_earlier_config_named_are_not_taken(
     await backend.publish("edge/new-name/orders", make_order(4, prefix="new", print_receipt=False))
     await printers["kitchen"].wait_for_printed(2)
     assert agent.mqtt.counts["other_topic"] == 1  # unsubscribed: the broker no longer sends the old topic's
+
+
+async def test_an_exception_out_of_pahos_network_loop_is_logged_once_and_the_link_comes_back(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter], monkeypatch: Any
+) -> None:
+    """The store's line drops, and paho's wait before it connects again fails twice with EINVAL (as a clock tool made
+    time.sleep do; a bug in a callback alike). Before stop 82 the exception ended paho's network thread: nothing
+    connected again, the link said only "disconnected", and orders waited at the broker until a restart (the dual82
+    probe's observation). Now it is logged once, the loop goes on, and the next order prints."""
+    line = HoldingProxy(broker.port)
+    await line.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            agent = await make_agent(
+                mqtt={**mqtt_section(broker), "url": f"mqtt://127.0.0.1:{line.port}", "reconnect_max_s": 0.5}
+            )
+            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+            assert agent.mqtt is not None and agent.mqtt._client is not None
+            client = agent.mqtt._client
+            waits = client._reconnect_wait
+            failed = 0
+
+            def failing() -> None:
+                nonlocal failed
+                if failed < 2:
+                    failed += 1
+                    raise OSError(22, "Invalid argument")
+                waits()
+
+            monkeypatch.setattr(client, "_reconnect_wait", failing)
+            await line.line(False)
+            await wait_until(lambda: failed == 2, what="paho's wait failed twice")
+            await line.line(True)
+            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link back")
+            await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
+            await printers["kitchen"].wait_for_printed(1)
+        told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
+        assert [e["error"] for e in told] == ["OSError: [Errno 22] Invalid argument"], told
+    finally:
+        await line.stop()
