@@ -93,6 +93,13 @@ def powercut_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wall_clock_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scripts/wallclock.c built once per test process: an agent process under it has its wall clock set off by
+    ``WALLCLOCK_OFFSET_S`` seconds, its monotonic clock the box's (tests.helpers.wall_clock_off)."""
+    return build_shim(tmp_path_factory.mktemp("wallclock"), "wallclock.c")
+
+
+@pytest.fixture(scope="session")
 def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scripts/slowfsync.c built once per test process: the agent under it (``SLOWFSYNC_MS=0``) counts its fsyncs in
     the file ``SLOWFSYNC_COUNT_FILE`` names (8 bytes, little-endian)."""

@@ -271,6 +271,13 @@ def agent_process(
     return AgentProcess(path, port, tmp_path / "agent.log", env=env, nofile=nofile)
 
 
+def wall_clock_off(shim: Path, seconds: int) -> dict[str, str]:
+    """Environment for an agent process (AgentProcess's ``env``) whose wall clock is ``seconds`` ahead (behind:
+    negative) of the box's, as NTP or a person set it; its monotonic clock is the box's. ``shim``: the
+    wall_clock_shim fixture (scripts/wallclock.c)."""
+    return {"LD_PRELOAD": str(shim), "WALLCLOCK_OFFSET_S": str(seconds)}
+
+
 def reconfigure(agent: AgentProcess, data_dir: Path, printers: dict[str, int], **config: Any) -> None:
     """The config of ``agent`` (stopped) written again, as a technician changes it between runs: its port and token,
     ``printers`` (name -> loopback port), ``config``: more write_config arguments."""

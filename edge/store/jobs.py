@@ -161,6 +161,9 @@ _HELD_KEY = "marked_held:"
 _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
 # JSON {"boot", "mono", "waits": {job id: seconds waited}}: the jobs waiting at that stop (JobStore.mark_stopped)
 _WAITS_KEY = "waits_at_stop"
+# JSON {"boot", "from_job"}: this boot's id and the first job id stored in it (JobStore.note_boot): the created_mono of
+# jobs from there on is on this boot's monotonic clock; that of older ones means nothing now (ids are never reused).
+_BOOT_KEY = "jobs_boot"
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A printer's name after it that left the config while tickets still name it, the device it reached last (value): a
 # route to that device a later start adds back is the same printer, renamed (JobStore.last_devices).
@@ -450,6 +453,35 @@ class JobStore:
         if stop is None or down < 0:
             return {}
         return {int(k): float(v) + down for k, v in stop[2].items()}
+
+    async def note_boot(self) -> None:
+        """At a start: the first start in a new boot records it, with the first job id it may store (see _BOOT_KEY)."""
+        boot = self._clock.boot()
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_BOOT_KEY,))
+        if boot is None or (row is not None and json.loads(row[0]).get("boot") == boot):
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO meta(key, value) SELECT ?, json_object('boot', ?, 'from_job', COALESCE(MAX(id), 0) + 1)"
+                " FROM print_jobs WHERE true ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (_BOOT_KEY, boot),
+            )
+
+    async def boot_waits(self) -> dict[int, float]:
+        """How long each job not done yet that was stored in this boot has waited, on the monotonic clock since it was
+        stored (created_mono): what a kill in this boot leaves, as a clean stop's kept waits do (stopped_waits)."""
+        boot = self._clock.boot()
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_BOOT_KEY,))
+        noted = json.loads(row[0]) if row is not None else {}
+        if boot is None or noted.get("boot") != boot:
+            return {}
+        rows = await self._db.fetchall(
+            "SELECT id, created_mono FROM print_jobs WHERE id >= ? AND created_mono IS NOT NULL"
+            " AND state IN (SELECT value FROM json_each(?))",
+            (int(noted["from_job"]), json.dumps(sorted(NOT_DONE_JOB_STATES))),
+        )
+        now = self._clock.mono()
+        return {job_id: now - mono for job_id, mono in rows if now >= mono}
 
     async def last_stop(self) -> tuple[float, float] | None:
         """(wall, monotonic) time of the last clean stop, if it was in this boot: the wall clock's step between that
@@ -1184,7 +1216,7 @@ class JobStore:
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
-                    " idempotency_key, revision) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                    " idempotency_key, revision, created_mono) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
                     (
                         order_id,
                         kind,
@@ -1195,6 +1227,7 @@ class JobStore:
                         now,
                         job_key(order_id, kind, job_station, count),
                         revision,  # the order as it is now
+                        self._clock.mono(),
                     ),
                 )
                 assert cursor.lastrowid is not None  # an INSERT into a rowid table

@@ -110,9 +110,12 @@ def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
 
 
-async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, listed: bool = False) -> list[InsertResult]:
+async def insert_batch(
+    conn: Writer, batch: list[NewOrder], now: float, *, listed: bool = False, mono: float | None = None
+) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction.
-    ``listed``: central's recovery lists the orders too (see _insert_fresh)."""
+    ``listed``: central's recovery lists the orders too (see _insert_fresh); ``mono``: ``now`` on the monotonic
+    clock, kept with each job (created_mono: JobStore.boot_waits)."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
@@ -144,10 +147,10 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
                 outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
                 arrived.add(index)
             elif cancel is not None:  # stored and cancelled in this transaction: its jobs are discarded unprinted
-                await _insert_fresh(conn, fresh, now, pending, listed)
+                await _insert_fresh(conn, fresh, now, pending, listed, mono)
                 fresh = []
                 cancelled = new.cancelled(cancel)
-                revised[index] = await apply_revision(conn, cancelled, now, listed=listed)
+                revised[index] = await apply_revision(conn, cancelled, now, listed=listed, mono=mono)
                 known[order.id] = KnownOrder(
                     cancelled.content_hash,
                     cancelled.meaning_hash,
@@ -159,14 +162,14 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, liste
                 after_cancel.add(index)
         elif outcome in (InsertOutcome.UPDATED, InsertOutcome.CANCELLED) and stored and stored.status == "open":
             await _insert_fresh(
-                conn, fresh, now, pending, listed
+                conn, fresh, now, pending, listed, mono
             )  # an earlier copy in this batch is stored before it is revised
             fresh = []
-            revised[index] = await apply_revision(conn, new.revision(), now, listed=listed)
+            revised[index] = await apply_revision(conn, new.revision(), now, listed=listed, mono=mono)
         if new in fresh or (index in revised and index not in after_cancel):
             known[order.id] = KnownOrder(new.content_hash, new.meaning_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
-    await _insert_fresh(conn, fresh, now, pending, listed)
+    await _insert_fresh(conn, fresh, now, pending, listed, mono)
     await drop_pending_cancels(conn, settled)
     jobs: dict[str, list[int]] = {}
     unrouted: dict[int, str | None] = {}
@@ -241,7 +244,12 @@ def _after_cancel(new: NewOrder, pending: PendingCancel) -> InsertOutcome:
 
 
 async def _insert_fresh(
-    conn: Writer, fresh: list[NewOrder], now: float, kept: Mapping[str, PendingCancel], listed: bool
+    conn: Writer,
+    fresh: list[NewOrder],
+    now: float,
+    kept: Mapping[str, PendingCancel],
+    listed: bool,
+    mono: float | None = None,
 ) -> None:
     """Orders never seen before, with their jobs, the received event (and for one that comes cancelled the cancelled
     event, with its reason or that of the cancel ``kept`` for it: central hears what the box holds) and the
@@ -282,7 +290,7 @@ async def _insert_fresh(
         )
         await conn.executemany(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key,"
-            " revision, state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " revision, state, held_reason, held_at, created_mono) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -296,6 +304,7 @@ async def _insert_fresh(
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,
                     *first_state(p.printer or "", now),
+                    mono,
                 )
                 for n in fresh
                 if n.order.status == OrderStatus.OPEN  # an order that arrives cancelled prints nothing
@@ -388,7 +397,9 @@ class OrderStore:
         return out
 
     async def _insert(self, batch: list[NewOrder]) -> list[InsertResult]:
-        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall(), listed=self._listed))
+        return await self._db.write(
+            lambda conn: insert_batch(conn, batch, self._clock.wall(), listed=self._listed, mono=self._clock.mono())
+        )
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -405,7 +416,9 @@ class OrderStore:
         def take(conn: DirectConnection) -> Coroutine[Any, Any, list[InsertResult]]:
             nonlocal group
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            return insert_batch(conn, [n for n, _ in group], self._clock.wall(), listed=self._listed)
+            return insert_batch(
+                conn, [n for n, _ in group], self._clock.wall(), listed=self._listed, mono=self._clock.mono()
+            )
 
         def next_batch() -> None:
             # Only now, with this batch's COMMIT queued: orders left over or arriving meanwhile start the next group

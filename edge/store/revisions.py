@@ -197,7 +197,9 @@ def revision_fields(order: Order, source: OrderSource, reason: str | None) -> di
     return fields
 
 
-async def apply_revision(conn: Writer, new: Revision, now: float, *, listed: bool = False) -> tuple[int, ...]:
+async def apply_revision(
+    conn: Writer, new: Revision, now: float, *, listed: bool = False, mono: float | None = None
+) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     The jobs it adds print marked COPY when they may be on paper already (_may_be_on_paper). Runs inside the caller's
     transaction."""
@@ -283,8 +285,8 @@ async def apply_revision(conn: Writer, new: Revision, now: float, *, listed: boo
         printer = new.routes.get(planned.station or "") or (before if before in new.printers else "")
         cursor = await conn.execute(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key,"
-            " revision, variant, change_from, state, held_reason, held_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " revision, variant, change_from, state, held_reason, held_at, created_mono)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order.id,
                 planned.kind,
@@ -298,6 +300,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float, *, listed: boo
                 planned.variant,
                 planned.change_from,
                 *first_state(printer, now),
+                mono,
             ),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +17,21 @@ from edge.app import Agent
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     TOKEN,
+    agent_process,
     api_client,
     asap,
+    db_rows,
     eventually,
     job_rows,
     mail_to,
     post,
     print_latency_sum,
     wait_until,
+    wall_clock_off,
 )
 from tests.printing.conftest import YEARS_56, BoxClock
 
@@ -200,6 +205,46 @@ async def test_a_ticket_that_waited_before_a_step_back_and_a_clean_restart_keeps
     printers["kitchen"].set_offline(False)
     await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("held",)])
     assert printers["kitchen"].printed == []
+
+
+async def killed_then_started_two_hours_ahead(
+    tmp_path: Path, printers: dict[str, SimPrinter], shim: Path, extra: str = ""
+) -> tuple[AgentProcess, float]:
+    """Two fresh kitchen tickets wait for paper; the agent is killed (the watchdog, the OOM killer: no clean stop
+    keeps their waits) and starts again in the same boot with its wall clock 2 h ahead (NTP, a person; the monotonic
+    clock goes on). Returns the agent started again and the monotonic time the first ticket was answered."""
+    agent = agent_process(tmp_path, printers, extra=extra)
+    await agent.start()
+    printers["kitchen"].paper_out = True
+    async with api_client(agent.port) as api:
+        taken = time.monotonic()
+        for seq in (1, 2):
+            order = make_order(seq, print_receipt=False, created_at=datetime.now(UTC))
+            assert (await post(api, order))[0] == 201
+    await asyncio.sleep(1)
+    await agent.kill()
+    again = AgentProcess(agent.config, agent.port, agent.log, env=wall_clock_off(shim, 2 * 3600))
+    await again.start(timeout=30)
+    return again, taken
+
+
+async def test_fresh_tickets_of_an_agent_killed_and_started_with_the_clock_two_hours_ahead_print(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path
+) -> None:
+    """Tickets that waited seconds print when the paper is back, after a kill and a start in the same boot with the
+    clock 2 h ahead: their waits are the monotonic clock's (the job rows keep it), as after a clean stop. Before stop
+    82 (the prom82 probe, F2) they were held as stale (age_s=7209: the wait read off the stepped wall clock) and
+    never printed, answered 201."""
+    agent, _ = await killed_then_started_two_hours_ahead(tmp_path, printers, wall_clock_shim)
+    try:
+        printers["kitchen"].paper_out = False
+        await printers["kitchen"].wait_for_printed(2, timeout=15)
+        await eventually(
+            lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT state FROM print_jobs WHERE printer = 'kitchen'"),
+            lambda rows: rows == [("printed",), ("printed",)],
+        )
+    finally:
+        await agent.close()
 
 
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
