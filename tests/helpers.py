@@ -483,6 +483,17 @@ async def scrape(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
         return samples(await response.text())
 
 
+async def waits_shown(agent: Agent | int) -> tuple[float, float]:
+    """The oldest job's wait as /metrics and the status API show it (``agent`` or its port)."""
+    async with api_client(agent) as api:
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+        async with api.get("/api/v1/status") as response:
+            status = await response.json()
+    [gauge] = [line for line in metrics.splitlines() if line.startswith("edge_oldest_queued_job_age_seconds ")]
+    return float(gauge.split()[1]), status["oldest_waiting_s"]
+
+
 async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what: str = "the condition") -> None:  # noqa: ASYNC109 (the deadline is the point)
     """Polls ``check`` (a function, or one returning an awaitable) until it is true; fails naming ``what`` after
     ``timeout`` seconds."""

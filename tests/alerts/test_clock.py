@@ -36,7 +36,7 @@ from tests.alerts.helpers import (
     run,
     subject,
 )
-from tests.helpers import api_client, db_rows, eventually, wait_until
+from tests.helpers import db_rows, eventually, wait_until, waits_shown
 
 EIGHT_HOURS = 8 * 3600
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -508,17 +508,6 @@ async def test_a_clock_step_between_two_runs_does_not_lengthen_the_outage_carrie
         assert await run(alerter) == 1
     finally:
         await db.close()
-
-
-async def waits_shown(agent: Agent) -> tuple[float, float]:
-    """The oldest job's wait as /metrics and the status API show it."""
-    async with api_client(agent) as api:
-        async with api.get("/metrics") as response:
-            metrics = await response.text()
-        async with api.get("/api/v1/status") as response:
-            status = await response.json()
-    [gauge] = [line for line in metrics.splitlines() if line.startswith("edge_oldest_queued_job_age_seconds ")]
-    return float(gauge.split()[1]), status["oldest_waiting_s"]
 
 
 @pytest.mark.parametrize("step", [EIGHT_HOURS, -EIGHT_HOURS])

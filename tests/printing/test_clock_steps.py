@@ -20,6 +20,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
+    CENTRAL_TOKEN,
     TOKEN,
     agent_process,
     api_client,
@@ -30,7 +31,9 @@ from tests.helpers import (
     mail_to,
     post,
     print_latency_sum,
+    until,
     wait_until,
+    waits_shown,
     wall_clock_off,
 )
 from tests.printing.conftest import YEARS_56, BoxClock
@@ -245,6 +248,68 @@ async def test_fresh_tickets_of_an_agent_killed_and_started_with_the_clock_two_h
         )
     finally:
         await agent.close()
+
+
+async def test_the_queues_age_after_a_kill_and_a_start_two_hours_ahead_of_central_is_the_real_wait(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path
+) -> None:
+    """With a central link that has answered (the box is 120 min ahead of it), a ticket that waited seconds before the
+    kill and the start 2 h ahead shows its real wait in /metrics (edge_oldest_queued_job_age_seconds) and on the
+    status page (oldest_waiting_s), the same corrected wait its hold reads. Before stop 82 (the prom82 probe, F4)
+    both said about 7215 s, and EdgeQueueStuck would fire for a ticket 15 s old."""
+    central = CentralSim("test-store", token=CENTRAL_TOKEN, strict=False)
+    await central.start()
+    link = f'\n[central]\nurl = "{central.url}"\ntoken = "{CENTRAL_TOKEN}"\nstart_jitter_s = 0\n'
+    agent, taken = await killed_then_started_two_hours_ahead(tmp_path, printers, wall_clock_shim, link)
+    try:
+        async with api_client(agent.port) as api:
+            await until(
+                api,
+                "/api/v1/status",
+                lambda status: (status["central"] or {}).get("box_minus_central_s") is not None,
+                "central's clock",
+            )
+        gauge, shown = await waits_shown(agent.port)
+        waited = time.monotonic() - taken
+        assert gauge <= waited + 1 and shown <= waited + 1, (gauge, shown, waited)
+    finally:
+        await agent.close()
+        await central.stop()
+
+
+class RebootedBox(BoxClock):
+    """The box's clocks after a reboot: another boot id, whose monotonic clock says nothing of the one before."""
+
+    def boot(self) -> str:
+        return "another-boot"
+
+
+async def test_the_queues_age_after_a_reboot_two_hours_ahead_of_central_is_its_wait_on_centrals_clock(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits for an offline printer; the box reboots (no wait kept on the monotonic clock) with its clock 2 h
+    ahead, and central answers: /metrics and the status page show the queue's age on central's clock, as the hold
+    reads it (seconds), not 2 h. Before stop 82 (the prom82 probe, F4) the queue's age was the wall clock's alone."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    link = {"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0}
+    late = {"stale_ticket_min": 180}  # not held: a clock 2 h ahead with no answer from central yet holds the ticket
+    try:
+        agent = await make_agent(clock=box_clock, central=link, printing=late)
+        printers["kitchen"].set_offline(True)
+        async with api_client(agent) as api:
+            order = make_order(1, print_receipt=False, created_at=datetime.fromtimestamp(time.time(), UTC))
+            assert (await post(api, order))[0] == 201
+        await agent.stop()
+        box_clock.step(2 * 3600)
+        agent = await make_agent(clock=RebootedBox(wall_offset=box_clock.wall_offset), central=link, printing=late)
+        assert agent.deps is not None and agent.deps.sync is not None
+        central_time = agent.deps.sync.central_time
+        await wait_until(lambda: central_time is not None and central_time.wall() is not None, what="central's Date")
+        metric, shown = await waits_shown(agent)
+        assert 0 <= metric < 60 and 0 <= shown < 60, (metric, shown)
+    finally:
+        await central.stop()
 
 
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
