@@ -43,6 +43,9 @@ from edge.store.jobs import JobStore
 if TYPE_CHECKING:  # only the type: an agent without [mqtt] never imports paho-mqtt
     from edge.sync.mqtt import MqttLink
 
+# The printer label of jobs no printer serves (a station nobody routes: printer "" in the database).
+NO_PRINTER_LABEL = "(none)"
+
 # Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
 _PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}
 
@@ -72,6 +75,7 @@ class Metrics:
             registry=r,
         )
         self.jobs = Gauge("edge_print_jobs", "Print jobs in the database by state", ["printer", "state"], registry=r)
+        self._unconfigured: set[str] = set()  # printers of jobs that no configured printer is: "" or gone from config
         self.queue_depth = Gauge(
             "edge_queue_depth", "Jobs waiting to print (queued, printing or failed)", ["printer"], registry=r
         )
@@ -250,6 +254,12 @@ class Metrics:
             self.printer_up.labels(name).set(0 if spooler.state in BLOCKING_STATES else 1)
             for printer_state, paper in _PAPER.items():
                 self.paper.labels(name, paper).set(1 if spooler.state == printer_state else 0)
+        # Jobs held for no printer and those of printers that left the config count too: the sums are the database's.
+        # A name seen once stays, at 0 once its jobs are gone; there are as few as printers ever configured.
+        self._unconfigured |= {printer for printer, _ in counts if printer not in spoolers}
+        for printer in self._unconfigured:
+            for state in JobState:
+                self.jobs.labels(printer or NO_PRINTER_LABEL, state).set(counts.get((printer, state), 0))
         self.oldest.set(oldest or 0.0)
         for name, scanner in scanners.items():
             self.scanner_connected.labels(name).set(1 if scanner.connected else 0)  # never opened yet: gone too

@@ -14,7 +14,7 @@ from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_execute, db_rows, samples
+from tests.helpers import api_client, db_execute, db_rows, eventually, samples, scrape
 
 
 async def test_metrics_parse_and_count_what_happened(
@@ -55,6 +55,30 @@ async def test_metrics_parse_and_count_what_happened(
     assert got[("edge_alert_emails_total", (("alert_type", "printer_offline"), ("outcome", "sent")))] == 1
     assert got[("edge_scans_total", (("outcome", "order_ready"), ("scanner", "counter")))] == 1
     assert got[("edge_storage_writable", ())] == 1
+
+
+async def test_every_job_in_the_database_is_in_the_jobs_gauge_also_those_no_configured_printer_has(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A ticket held because no printer serves its station (grill) and a printed one of a printer that has left the
+    config count in edge_print_jobs, under printer "(none)" and the old name: the gauge's sums are the database's.
+    Before stop 82 (the prom82 probe, F1) only configured printers' jobs were counted: "0 held" on a dashboard while
+    the store held a ticket that will never print until someone sets up [stations]."""
+    example_order["items"][0]["station"] = "grill"
+    async with api.post("/api/v1/orders", json=example_order) as response:
+        assert response.status == 201
+    await printers["front"].wait_for_printed(1)
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE printer = 'front' AND state = 'printed'"),
+        lambda rows: rows == [(1,)],
+    )
+    await db_execute(agent, "UPDATE print_jobs SET printer = 'old-front' WHERE printer = 'front'")
+    got = await scrape(agent)
+    jobs = {labels: value for (name, labels), value in got.items() if name == "edge_print_jobs" and value}
+    assert jobs[(("printer", "(none)"), ("state", "held"))] == 1
+    assert jobs[(("printer", "old-front"), ("state", "printed"))] == 1
+    [(stored,)] = await db_rows(agent, "SELECT COUNT(*) FROM print_jobs")
+    assert sum(jobs.values()) == stored
 
 
 def test_two_agents_keep_separate_metrics(make_settings: Callable[..., Settings]) -> None:
