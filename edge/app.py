@@ -247,10 +247,6 @@ class Agent:
             # A full card may refuse the moves a config change needs: the spools then start once they are written, or
             # a ticket would print where its station no longer is, and those of a printer gone would wait for a start.
             moved = await self._move_stranded(jobs, router, renamed, first=True)
-            try:
-                await jobs.note_boot()
-            except StoreUnavailableError as err:  # a full card: jobs stored in this boot then wait by the wall clock
-                log.warning("boot_not_recorded", error=str(err))
             # A kill keeps no waits, the jobs' monotonic times (in this boot) do; a clean stop's for older jobs.
             waited = {**await jobs.stopped_waits(), **await jobs.boot_waits()}
             ages.seed(await jobs.waiting(), last_written=await jobs.last_written(), waited=waited)

@@ -17,7 +17,7 @@ from edge.orders.model import parse_stored
 from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobKind, JobState, JobVariant, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.meta import UPSERT_META
-from edge.store.orders import job_key
+from edge.store.orders import JOBS_BOOT_KEY, job_key, note_boot
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import receipt_said
 from edge.store.rows import (
@@ -161,9 +161,6 @@ _HELD_KEY = "marked_held:"
 _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
 # JSON {"boot", "mono", "waits": {job id: seconds waited}}: the jobs waiting at that stop (JobStore.mark_stopped)
 _WAITS_KEY = "waits_at_stop"
-# JSON {"boot", "from_job"}: this boot's id and the first job id stored in it (JobStore.note_boot): the created_mono of
-# jobs from there on is on this boot's monotonic clock; that of older ones means nothing now (ids are never reused).
-_BOOT_KEY = "jobs_boot"
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A printer's name after it that left the config while tickets still name it, the device it reached last (value): a
 # route to that device a later start adds back is the same printer, renamed (JobStore.last_devices).
@@ -454,24 +451,11 @@ class JobStore:
             return {}
         return {int(k): float(v) + down for k, v in stop[2].items()}
 
-    async def note_boot(self) -> None:
-        """At a start: the first start in a new boot records it, with the first job id it may store (see _BOOT_KEY)."""
-        boot = self._clock.boot()
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_BOOT_KEY,))
-        if boot is None or (row is not None and json.loads(row[0]).get("boot") == boot):
-            return
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO meta(key, value) SELECT ?, json_object('boot', ?, 'from_job', COALESCE(MAX(id), 0) + 1)"
-                " FROM print_jobs WHERE true ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (_BOOT_KEY, boot),
-            )
-
     async def boot_waits(self) -> dict[int, float]:
         """How long each job not done yet that was stored in this boot has waited, on the monotonic clock since it was
         stored (created_mono): what a kill in this boot leaves, as a clean stop's kept waits do (stopped_waits)."""
         boot = self._clock.boot()
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_BOOT_KEY,))
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (JOBS_BOOT_KEY,))
         noted = json.loads(row[0]) if row is not None else {}
         if boot is None or noted.get("boot") != boot:
             return {}
@@ -1167,6 +1151,7 @@ class JobStore:
             if status == OrderStatus.CANCELLED:  # its tickets are void; a copy would bring it back to the kitchen
                 raise WrongStateError(f"order {order_id} is cancelled: nothing to reprint")
             reprintable = await conn.execute_fetchall(_REPRINTABLE, (order_id, station, kind))
+            await note_boot(conn, self._clock.boot())  # a copy keeps its created_mono too
             if not reprintable:
                 what = f"ticket for station {station!r}" if station else kind or "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")

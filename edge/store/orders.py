@@ -110,12 +110,38 @@ def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
 
 
+# JSON {"boot", "from_job"}: this boot's id and the first job id stored in it (note_boot): the created_mono of jobs
+# from there on is on this boot's monotonic clock; that of older ones means nothing now (ids are never reused).
+JOBS_BOOT_KEY = "jobs_boot"
+
+
+async def note_boot(conn: Writer, boot: str | None) -> None:
+    """Before a write stores jobs: the first in a boot notes it with the first job id it stores (JOBS_BOOT_KEY). In
+    that write, not at the start: a start writes (and syncs) nothing it need not; later writes change nothing."""
+    if boot is not None:
+        await conn.execute(
+            "INSERT INTO meta(key, value) SELECT ?, json_object('boot', ?, 'from_job', next)"
+            " FROM (SELECT COALESCE(MAX(id), 0) + 1 AS next FROM print_jobs)"
+            " WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = ? AND json_extract(value, '$.boot') = ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (JOBS_BOOT_KEY, boot, JOBS_BOOT_KEY, boot),
+        )
+
+
 async def insert_batch(
-    conn: Writer, batch: list[NewOrder], now: float, *, listed: bool = False, mono: float | None = None
+    conn: Writer,
+    batch: list[NewOrder],
+    now: float,
+    *,
+    listed: bool = False,
+    mono: float | None = None,
+    boot: str | None = None,
 ) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction.
     ``listed``: central's recovery lists the orders too (see _insert_fresh); ``mono``: ``now`` on the monotonic
-    clock, kept with each job (created_mono: JobStore.boot_waits)."""
+    clock of ``boot``, kept with each job (created_mono: JobStore.boot_waits)."""
+    if mono is not None:
+        await note_boot(conn, boot)
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
@@ -398,7 +424,9 @@ class OrderStore:
 
     async def _insert(self, batch: list[NewOrder]) -> list[InsertResult]:
         return await self._db.write(
-            lambda conn: insert_batch(conn, batch, self._clock.wall(), listed=self._listed, mono=self._clock.mono())
+            lambda conn: insert_batch(
+                conn, batch, self._clock.wall(), listed=self._listed, mono=self._clock.mono(), boot=self._clock.boot()
+            )
         )
 
     def _schedule(self) -> None:
@@ -416,9 +444,8 @@ class OrderStore:
         def take(conn: DirectConnection) -> Coroutine[Any, Any, list[InsertResult]]:
             nonlocal group
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            return insert_batch(
-                conn, [n for n, _ in group], self._clock.wall(), listed=self._listed, mono=self._clock.mono()
-            )
+            now, mono, boot = self._clock.wall(), self._clock.mono(), self._clock.boot()
+            return insert_batch(conn, [n for n, _ in group], now, listed=self._listed, mono=mono, boot=boot)
 
         def next_batch() -> None:
             # Only now, with this batch's COMMIT queued: orders left over or arriving meanwhile start the next group
