@@ -108,7 +108,6 @@ _TEXT_RUN = 8
 _TEXT = frozenset(range(0x20, 0x7F)) | {0x09, 0x0D, 0x0A}
 # What a printer that ignores DLE EOT n cannot say (paper end and a stop still read as offline from DLE EOT 1)
 _UNASKED_MEANS = {
-    1: "its offline bit and the drawer sensor (DLE EOT 2 still says why it stopped)",
     2: "why it is offline (cover open, paper end, an error)",
     3: "which error stopped it",
     4: "the roll near its end",
@@ -140,11 +139,7 @@ class _Replies:
         self.doubtful = False
         # For each GS r asked and not answered yet, the DLE EOT missed before it: DLE EOT is answered on arrival, GS r
         # once the bytes before it are processed, so when its reply comes, theirs (on the same stream) never will.
-        # With each, the DLE EOT passed over before it: given up on even late (a query the printer was found to ignore)
-        self._before_in_order: collections.deque[tuple[tuple[tuple[int, float], ...], frozenset[int]]] = (
-            collections.deque()
-        )
-        self._passed_over: set[int] = set()  # DLE EOT asked on this connection whose replies never came, even late
+        self._before_in_order: collections.deque[tuple[tuple[int, float], ...]] = collections.deque()
         self.overtaken: set[int] = set()  # n of DLE EOT whose reply a later query's overtook: the printer ignores it
         # Bytes that are no reply to anything asked (0xFF, a status with its fixed bits wrong): the last one
         self.not_a_reply: int | None = None
@@ -166,15 +161,11 @@ class _Replies:
 
     def asked_in_order(self) -> None:
         """GS r was just asked."""
-        self._before_in_order.append((tuple(self._missed), frozenset(self._passed_over)))
+        self._before_in_order.append(tuple(self._missed))
 
     def missed(self, n: int, asked_at: float) -> None:
         """DLE EOT n, asked at ``asked_at`` (monotonic), was given up on: its reply, if it comes, is passed over."""
         self._missed.append((n, asked_at))
-
-    def passed_over(self, n: int) -> None:
-        """DLE EOT n, a query the printer did not answer even late before, went unanswered again (not waited for)."""
-        self._passed_over.add(n)
 
     def settle(self, timeout: float) -> set[int]:
         """Waits up to ``timeout`` for the replies still owed (not at all when none is); returns the n of those that
@@ -184,7 +175,6 @@ class _Replies:
             return set()
         gone, self._missed = {n for n, _ in self._missed}, collections.deque()
         self.doubtful = self.doubtful or bool(gone)
-        self._passed_over |= gone
         return gone
 
     def late(self, timeout: float) -> float | None:
@@ -229,12 +219,10 @@ class _Replies:
             self._in_order.append(byte)
             if not self._before_in_order:  # no GS r asked: a DLE EOT reply with bit 4 clear, say
                 self.not_a_reply = byte
-            missed, passed = self._before_in_order.popleft() if self._before_in_order else ((), frozenset())
-            for query in missed:
+            for query in self._before_in_order.popleft() if self._before_in_order else ():
                 if query in self._missed:
                     self._missed.remove(query)
                     self.overtaken.add(query[0])
-            self.overtaken |= passed
         else:
             self.not_a_reply = byte
 
@@ -557,11 +545,10 @@ class PrinterDriver:
     def _learn_unasked(self) -> None:
         """DLE EOT n seen on this connection to go unanswered by a printer that answered a query asked after it: a
         clone with part of the command set. Asked before each ticket it cost the wait for a late reply every time (9 s
-        a ticket at the default: the netprinter80 probe, F1); DLE EOT 1 too: its silence before every exchange read as
-        a printer that answers nothing, offline for good after its first ticket (the verify81 probe, O2)."""
+        a ticket at the default: the netprinter80 probe, F1); DLE EOT 1 is always asked (the printer's own state)."""
         if self._replies.text:
             return  # its letters may have looked like a GS r reply overtaking a query's
-        for n in sorted(self._replies.overtaken - self._unasked):
+        for n in sorted(self._replies.overtaken - self._unasked - {1}):
             self._unasked.add(n)
             log.warning(
                 "printer_ignores_query",
@@ -608,7 +595,7 @@ class PrinterDriver:
                 # the pulse. A printer that hangs up before it took nothing of the sale's receipt: its next receipt
                 # opens the drawer; one that hangs up after has opened it (a COPY then would open it twice).
                 self.transport.write(data[:pulse])
-                self.pulse_unseen = self._pulse_unseen()
+                self.pulse_unseen = not self._ask((1,))
                 self.transport.write(data[pulse:])
             else:
                 self.transport.write(data)
@@ -640,13 +627,6 @@ class PrinterDriver:
         if not outcome.on_paper:
             self._clear_rest()
         return outcome
-
-    def _pulse_unseen(self) -> bool:
-        """Asked right after a drawer pulse: whether the printer was not seen to take it. Any DLE EOT reply says it
-        took every byte before it: DLE EOT 1, or to a printer that ignores that the first it answers. One that answers
-        none of them cannot be asked, and counts as having taken it (a drawer opens once a sale, never twice)."""
-        query = next((n for n in (1, 2, 4) if n not in self._unasked), None)
-        return query is not None and not self._ask((query,))
 
     def _blind_end(self, data: bytes) -> None:
         """How the printer ended a job's connection after the job sent without asking. A reset may be a ticket dropped
@@ -932,9 +912,7 @@ class PrinterDriver:
         reply = self._replies.next(in_order=False, timeout=timeout)
         if reply is not None:
             self._ignored.discard(n)
-        elif n in self._ignored:
-            self._replies.passed_over(n)  # if a query asked after it is answered, the printer ignores it
-        else:
+        elif n not in self._ignored:
             self._replies.missed(n, asked_at)
         return reply
 

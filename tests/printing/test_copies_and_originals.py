@@ -13,26 +13,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from structlog.testing import capture_logs
 
 from edge.app import Agent
-from edge.events import PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
-from edge.sim.smtp import SmtpSink
-from tests.helpers import (
-    EXAMPLE,
-    TIRAMISU,
-    api_client,
-    asap,
-    db_rows,
-    eventually,
-    mail_to,
-    post,
-    wait_until,
-    with_printer,
-)
+from tests.helpers import EXAMPLE, TIRAMISU, api_client, asap, db_rows, eventually, post, wait_until
 
 COPY_MARK = "KOPIE / COPY"
 
@@ -408,39 +394,3 @@ async def test_a_paid_cash_receipt_cut_short_by_paper_out_opens_the_drawer_once(
     receipts = [decode(r) for r in await printer.wait_for_printed(2)]
     assert COPY_MARK in receipts[1].text, receipts[1].text
     assert [r.drawer_kicks for r in receipts] == [1, 0], [r.drawer_kicks for r in receipts]
-
-
-async def test_a_receipt_printer_that_never_answers_dle_eot_1_prints_each_cash_sale_and_opens_the_drawer_once_each(
-    make_agent: Any, make_settings: Any, printers: dict[str, SimPrinter], sink: SmtpSink
-) -> None:
-    """A receipt clone that answers GS r and DLE EOT 2 and 4 but never DLE EOT 1, the query asked after a cash sale's
-    drawer pulse (its reply says the printer took it). Two cash sales in over HTTP: both receipts print, once and
-    unmarked, each opens the drawer once, the printer never reads offline and nobody is mailed; DLE EOT 1 is logged
-    once as a query it ignores. Before stop 82 its silence to DLE EOT 1 after the first receipt read as a printer that
-    answers nothing: offline for good ("takes the connection but answers nothing"), and the second sale's receipt
-    waited (the verify81 probe, O2)."""
-    settings = with_printer(make_settings(**mail_to(sink)), "front", cash_drawer=True, status_timeout=0.3)
-    front = printers["front"]
-    front.ignored = {1}
-    states: list[str] = []
-
-    def heard(event: object) -> None:
-        if isinstance(event, PrinterStatusChanged) and event.printer == "front":
-            states.append(event.new)
-
-    with capture_logs() as logs:
-        agent = await make_agent(settings, listen=heard)
-        async with api_client(agent) as api:
-            for n in (1, 2):
-                order = make_order(n, print_receipt=True)
-                order["payment"] = {"method": "cash", "status": "paid"}
-                assert (await post(api, order))[0] == 201
-                await front.wait_for_printed(n, timeout=20)
-    receipts = [decode(r) for r in front.printed]
-    assert [COPY_MARK in r.text for r in receipts] == [False, False]
-    assert [r.drawer_kicks for r in receipts] == [1, 1]
-    assert sum(decode(job).drawer_kicks for job in front.jobs) == 2  # in every job it received, printed or not
-    assert "offline" not in states, states
-    ignoring = [e["query"] for e in logs if e["event"] == "printer_ignores_query" and e["device_id"] == "front"]
-    assert ignoring == ["DLE EOT 1"], ignoring
-    assert sink.messages == []
