@@ -55,7 +55,15 @@ LABELS: dict[str, dict[str, Any]] = {
             "ending": "Ausgang",
         },
         # How a ticket named in an all-clear ended (its last state, from COPY to COPY)
-        "endings": {"printed": "gedruckt", "discarded": "verworfen, nicht gedruckt", "dead": "aufgegeben"},
+        "endings": {
+            "printed": "gedruckt",
+            "discarded": "verworfen, nicht gedruckt",
+            "dead": "aufgegeben",
+            # released (or routed again) by a person, on paper once its printer takes it
+            "queued": "wartet auf den Drucker",
+            "failed": "wartet auf den Drucker",
+            "printing": "wird gedruckt",
+        },
         # A held or dead job that is no whole ticket, as its paper is headed (edge/printing/labels.py)
         "variants": {"cancel": "STORNO", "change": "ÄNDERUNG", "added": "ÄNDERUNG"},
     },
@@ -98,7 +106,14 @@ LABELS: dict[str, dict[str, Any]] = {
             "ticket": "ticket",
             "ending": "outcome",
         },
-        "endings": {"printed": "printed", "discarded": "discarded, not printed", "dead": "given up"},
+        "endings": {
+            "printed": "printed",
+            "discarded": "discarded, not printed",
+            "dead": "given up",
+            "queued": "waiting for the printer",
+            "failed": "waiting for the printer",
+            "printing": "printing",
+        },
         "variants": {"cancel": "CANCELLED", "change": "CHANGED", "added": "CHANGED"},
     },
 }

@@ -935,3 +935,47 @@ async def test_a_dead_tickets_all_clear_says_whether_it_printed_or_a_person_disc
     assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
     lines = [line for line in all_clear_text(sink).splitlines() if f"Druckauftrag: {ticket}" in line]
     assert len(lines) == 1 and lines[0].rstrip().endswith(f"Ausgang: {ending}"), lines
+
+
+async def test_a_held_tickets_all_clear_at_its_release_says_it_waits_for_the_printer(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """A ticket held as stale is released by a person while its printer is off: the alarm is over (the person
+    decided), and its all-clear says the ticket waits for the printer. Before stop 82 its line told nothing, so
+    "BEHOBEN: Bon zurückgehalten" read as printed with nothing on paper (the verify82 probe, F2)."""
+    settings = alert_settings(
+        group_wait_s=0.2,
+        critical_group_wait_s=0.2,
+        group_interval_s=1.0,
+        check_interval_s=0.3,
+        sections={"staleness": {"kitchen": 0.02}},  # 1.2 s
+    )
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        status, body = await post(api, asap(make_order(1, print_receipt=False)))
+        assert status == 201, body
+        [ticket] = body["job_ids"]
+        await asyncio.sleep(1.5)  # past its stale age while the printer is off: part of the scenario
+        kitchen.set_offline(False)
+        await eventually(lambda: job_states(agent), lambda states: states == ["held"], what="the ticket held")
+        await wait_until(lambda: [m for m in sink.messages if "zurückgehalten" in str(m["Subject"])], timeout=15)
+        kitchen.set_offline(True)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", timeout=15, what="the printer off")
+        async with api.post(f"/api/v1/jobs/{ticket}/release") as response:
+            assert response.status == 200, await response.text()
+        await wait_until(
+            lambda: [
+                m for m in sink.messages if "BEHOBEN" in str(m["Subject"]) and "zurückgehalten" in str(m["Subject"])
+            ],
+            timeout=15,
+            what="the held ticket's all-clear",
+        )
+    [mail] = [m for m in sink.messages if "BEHOBEN" in str(m["Subject"]) and "zurückgehalten" in str(m["Subject"])]
+    lines = [line for line in mail.get_body(("plain",)).get_content().splitlines() if f"Druckauftrag: {ticket}" in line]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("Ausgang: wartet auf den Drucker"), lines
+    assert len(kitchen.printed) == 0
