@@ -413,8 +413,8 @@ def run(
     say("✓ connection and login work")
     try:
         if not args.no_test_mail:
-            store_id = _store_id(args, values)
-            mail = AlertRenderer(language=language, store_name=store_id, store_id=store_id, tz=None).test(
+            store_id, store_name = _store(args, values)
+            mail = AlertRenderer(language=language, store_name=store_name, store_id=store_id, tz=None).test(
                 recipients=recipients
             )
             delivery = asyncio.run(mailer.send(mail))
@@ -479,18 +479,18 @@ def _new_file_owner(args: argparse.Namespace, env_path: Path) -> tuple[int, int]
     return info.st_uid, info.st_gid
 
 
-def _store_id(args: argparse.Namespace, values: dict[str, str | None]) -> str:
-    """From the agent's config as it will read with the new values; the host name when there is none."""
+def _store(args: argparse.Namespace, values: dict[str, str | None]) -> tuple[str, str]:
+    """The store's id and name from the agent's config as it will read with the new values, the name as the agent's
+    alerts give it (the id when none is set); the host name for both when there is no config."""
     config = args.config or os.environ.get("EDGE_CONFIG")
     new = {k: v for k, v in values.items() if v is not None}
     try:
-        return (
-            load_settings(Path(config), environ={**os.environ, **new}).agent.store_id
-            if config
-            else socket.gethostname()
-        )
+        if config:
+            agent = load_settings(Path(config), environ={**os.environ, **new}).agent
+            return agent.store_id, agent.store_name or agent.store_id
     except EdgeError:
-        return socket.gethostname()
+        pass
+    return socket.gethostname(), socket.gethostname()
 
 
 def _refused_by_agent_config(

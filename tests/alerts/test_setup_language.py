@@ -124,3 +124,23 @@ async def test_another_language_than_edge_toml_s_is_written_with_a_line_saying_t
         " print in German from the agent's restart on"
     ) in output.replace("\r\n", "\n")
     assert load_settings(config, environ={}).agent.language == "de"
+
+
+async def test_the_test_mail_is_headed_with_the_store_name_as_the_agents_alerts_are(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The test mail's subject and text carry agent.store_name as every alert's do: "[Bäckerei Müller (muenchen-01)]".
+    Before, the wizard put the store id in for the name ("[muenchen-01 (muenchen-01)] TEST"), so an inbox rule tried
+    on the test mail missed the real alerts (the i18n82 probe, F4)."""
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[agent]\nstore_id = "muenchen-01"\nstore_name = "Bäckerei Müller"\ndata_dir = "{tmp_path / "data"}"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "edge.env").write_text(OLD_ENV, encoding="utf-8")
+    (tmp_path / "edge.env").chmod(0o600)
+    code, out = await edge_setup(*non_interactive(config, sink, cert[0]), stdin=f"{SMTP_PASSWORD}\n".encode())
+    assert code == 0, out
+    [mail] = sink.messages
+    assert str(mail["Subject"]).startswith("[Bäckerei Müller (muenchen-01)] TEST"), mail["Subject"]
+    assert "der Filiale Bäckerei Müller funktioniert" in mail.get_body(("plain",)).get_content()
