@@ -72,7 +72,7 @@ from edge.ops.backup import BACKUP_AHEAD_SKEW_S, backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
 from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET
-from edge.printing.text import quoted
+from edge.printing.text import UNPRINTABLE_NOTE, quoted
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -444,15 +444,20 @@ class Alerter:
                     "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
                 )
             case TextUnprintable():
-                # Names as sent: a line break in one split the mail's text, a direction override turned it around
-                number, texts = event.order_number or event.order_id, ", ".join(quoted(text) for text in event.texts)
+                # Names as sent: a line break in one split the mail's text, a direction override turned it around.
+                # A note is a flag the mail words in its language (a German mail said "a note": the i18n82 probe, F1).
+                number = event.order_number or event.order_id
+                texts = ", ".join(quoted(text) for text in event.texts if text != UNPRINTABLE_NOTE)
+                note = UNPRINTABLE_NOTE in event.texts
                 self._signal(
                     "text_unprintable",
                     event.printer,
                     True,
                     order=number,
                     detail=texts[:200],
-                    item={"id": event.order_id, "order": number, "text": texts[:120]},
+                    note=note,
+                    item={"id": event.order_id, "order": number, "text": texts[:120]}
+                    | ({"note": True} if note else {}),
                 )
             case CentralLinkChanged(up=up, detail=detail, cause=cause, down_for_s=down_for_s):
                 if up:

@@ -66,6 +66,9 @@ LABELS: dict[str, dict[str, Any]] = {
         },
         # A held or dead job that is no whole ticket, as its paper is headed (edge/printing/labels.py)
         "variants": {"cancel": "STORNO", "change": "ÄNDERUNG", "added": "ÄNDERUNG"},
+        # A guest's note it cannot print (its "note" flag): in the text, and in the order's line
+        "note": "eine Notiz",
+        "note_item": "Notiz",
     },
     "en": {
         "firing": "ALERT",
@@ -115,6 +118,8 @@ LABELS: dict[str, dict[str, Any]] = {
             "printing": "printing",
         },
         "variants": {"cancel": "CANCELLED", "change": "CHANGED", "added": "CHANGED"},
+        "note": "a note",
+        "note_item": "note",
     },
 }
 
@@ -838,6 +843,10 @@ class _Fields(dict[str, Any]):
         return "?"
 
 
+def _joined(names: str, more: str) -> str:
+    return f"{names}, {more}" if names else more
+
+
 def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -900,6 +909,8 @@ class AlertRenderer:
                 "subject": group["subject"],
             }
         )
+        if details.get("note"):  # worded here, in the mail's language (the i18n82 probe, F1)
+            fields["detail"] = _joined(fields.get("detail", ""), self._labels["note"])
         if "ran_until" in details:  # a time, shown as the mail's others are; None: unknown
             fields["ran_until"] = "?" if details["ran_until"] is None else self._time(details["ran_until"])
         if "down_min" in fields:  # "seit über 1 Minuten" was the central77 probe's C3
@@ -936,7 +947,7 @@ class AlertRenderer:
             "affected": (labels["jobs_waiting_one"] if waiting == 1 else labels["jobs_waiting"].format(n=waiting))
             if waiting and kind != "resolved"
             else "",
-            "detail": details.get("detail", ""),
+            "detail": fields.get("detail", ""),
             "siblings": [
                 self._item_line(group["type"], item, details.get("ended", {}) if kind == "resolved" else {})
                 for item in items
@@ -959,6 +970,8 @@ class AlertRenderer:
         shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
         if "ticket" in shown:
             shown["ticket"] = self._labels["variants"].get(shown["ticket"], shown["ticket"])
+        if shown.pop("note", False):
+            shown["text"] = _joined(shown.get("text", ""), self._labels["note_item"])
         if (ending := self._labels["endings"].get(ended.get(str(item.get("id")), ""))) is not None:
             shown["ending"] = ending
         return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {_shown(k, v)}" for k, v in shown.items())

@@ -21,7 +21,7 @@ from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, Layout, PrintOptions, finalize, template_globals
 from edge.printing.lines import NO_BREAK
 from edge.printing.profiles import check_profile, check_width, profile
-from edge.printing.text import by_id, encodes, printable, printed_number, read_as
+from edge.printing.text import UNPRINTABLE_NOTE, by_id, encodes, printable, printed_number, read_as
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -37,11 +37,6 @@ def ticket_code(order: Order, station: str) -> str:
     """The QR code on a station's ticket or change ticket (edge/scanners/codes.py): a later revision's carries it, so
     the original's scan is told from the change ticket's and does not mark done what a change added since."""
     return f"edge:v1:{order.id}:{station}" + (f":{order.revision}" if order.revision > 1 else "")
-
-
-# What a note the code page cannot show is told as: a note is the guest's own text, new with each order (one mail each
-# would flood the manager) and maybe personal; the menu's names are what a person can change.
-UNPRINTABLE_NOTE = "a note"
 
 
 def _codec(options: PrintOptions) -> str:

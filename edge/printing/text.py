@@ -168,6 +168,12 @@ def printable(text: str, codec: str) -> str:
 _HIDDEN = re.compile(f"{CONTROL.pattern}|{INVISIBLE.pattern}")
 
 
+# What a note the code page cannot show is told as: a note is the guest's own text, new with each order (one mail each
+# would flood the manager) and maybe personal; the menu's names are what a person can change. A code, not words: the
+# mail names it in its own language (edge/alerts/render.py); all ASCII, so no name the printer cannot show is this.
+UNPRINTABLE_NOTE = "<note>"
+
+
 def quoted(text: str) -> str:
     """The text as a mail or a page quotes it: each control character and mark that shows nothing named by its code
     point (``<U+000A>``, ``<U+202E>``), so a name stays on one line, reads in its order (a direction override in a

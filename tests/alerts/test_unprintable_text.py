@@ -13,7 +13,7 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.events import TextUnprintable
 from edge.printing.decode import decode
-from edge.printing.text import CONTROL, INVISIBLE
+from edge.printing.text import CONTROL, INVISIBLE, UNPRINTABLE_NOTE
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.helpers import EXAMPLE, api_client, fresh, post
@@ -47,7 +47,7 @@ async def test_a_dish_no_code_page_shows_prints_with_its_sku_and_the_manager_is_
     # Once per printer and menu text, not per ticket; a guest's note (new with every order, maybe personal) as "a
     # note", once; the guest's name not at all (newfeat probe F4: one mail per order, with names and phone numbers).
     assert [(e.printer, e.order_id) for e in told] == [("kitchen", "ord_cn_1")], told
-    assert set(told[0].texts) == {"宫保鸡丁 (KP-12)", "大份", "a note"}  # the SKU names the menu entry to fix
+    assert set(told[0].texts) == {"宫保鸡丁 (KP-12)", "大份", UNPRINTABLE_NOTE}  # the SKU names the menu entry to fix
     [mail] = await sink.wait_for(1, timeout=15)
     assert "kitchen" in str(mail["Subject"]), mail["Subject"]
     body = mail.get_body(("plain",)).get_content()
@@ -111,3 +111,27 @@ async def test_the_mail_about_a_dish_it_cannot_print_quotes_its_name_on_one_line
         name = "炒饭<U+000D><U+000A>Bcc: evil@example.com<U+001B><U+0000> <U+202E>azziP"
         assert quoting and all(name in line for line in quoting), (part, quoting)
         assert "大份<U+200B>" in html.unescape(body), body
+
+
+async def test_a_guests_note_it_cannot_print_is_named_in_the_mails_language(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """A German store (agent.language "de"), a dish note with an emoji ("ohne Zwiebeln 🧅"): the mail names the note
+    "eine Notiz" in its text and "Notiz" in the order's line, in the text and the HTML part, and the note itself not
+    at all. Before (the i18n82 probe, F1): the English words "a note" in the German subject line's text, "Letzte
+    Meldung" and the item line ("(Bestellung A-1042: a note)")."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    order = fresh(copy.deepcopy(EXAMPLE)) | {"id": "ord_note_1", "number": "A-1042", "print_receipt": False}
+    order["items"][0]["note"] = "ohne Zwiebeln 🧅"
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+    [mail] = await sink.wait_for(1, timeout=15)
+    for part in ("plain", "html"):
+        body = html.unescape(mail.get_body((part,)).get_content())
+        assert "(Bestellung A-1042: eine Notiz)" in body, (part, body)
+        assert "nicht druckbar: Notiz" in body, (part, body)
+        assert "a note" not in body and "Zwiebeln" not in body, (part, body)
