@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from edge.states import CentralDown, HoldReason, JobState, JobVariant, OrderSource, RunState, RunTrigger, ScanOutcome
+
+if TYPE_CHECKING:
+    from edge.orders.totals import TotalsProblem
 
 log = structlog.get_logger()
 
@@ -222,7 +225,7 @@ class OrderTotalsMismatched(Event):
 
     order_id: str
     number: str
-    problems: tuple[str, ...]
+    problems: tuple[TotalsProblem, ...]
     source: OrderSource
 
 

@@ -439,9 +439,15 @@ class Alerter:
                     | ({"ticket": event.variant.value} if event.variant else {}),
                 )
             case OrderTotalsMismatched():
-                item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}
+                # As numbers, worded in the mail's language with the receipt's amounts (the i18n82 probe, F3)
+                problem = event.problems[0].as_details()
                 self._signal(
-                    "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
+                    "order_totals_mismatch",
+                    "totals",
+                    True,
+                    order=event.number,
+                    totals=problem,
+                    item={"id": event.order_id, "order": event.number, "totals": problem},
                 )
             case TextUnprintable():
                 # Names as sent: a line break in one split the mail's text, a direction override turned it around.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -811,6 +812,27 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
+# Why an order's totals do not add up (edge.orders.totals.TotalsCheck), per language; each amount as the receipt
+# prints it. "_open": a 0 % tax line leaves the goods without an upper bound.
+_TOTALS = {
+    "de": {
+        "items": "Artikel ergeben {items}, aber Zwischensumme {subtotal}",
+        "total": "Zwischensumme {subtotal} - Rabatt {discount} = {net}, aber Summe {total}",
+        "surcharge": "Rabatt {discount} ist negativ: ein Aufschlag von {surcharge} (als solcher gedruckt)",
+        "tax_rate": "MwSt {rate} ist {stated}, der Anteil ihrer Artikel an der Summe ergibt {want}",
+        "tax_implied": "die MwSt-Zeilen ergeben Waren von {low} bis {high} inkl. MwSt, aber Summe {total}",
+        "tax_implied_open": "die MwSt-Zeilen ergeben Waren von mindestens {low} inkl. MwSt, aber Summe {total}",
+    },
+    "en": {
+        "items": "items add up to {items}, subtotal is {subtotal}",
+        "total": "subtotal {subtotal} - discount {discount} = {net}, total is {total}",
+        "surcharge": "discount {discount} is negative: a surcharge of {surcharge} (printed as one)",
+        "tax_rate": "VAT at {rate} is {stated}, its items' share of the total makes {want}",
+        "tax_implied": "tax lines imply goods of {low} to {high} including VAT, total is {total}",
+        "tax_implied_open": "tax lines imply goods of at least {low} including VAT, total is {total}",
+    },
+}
+
 # Details and item fields that are a wait in whole minutes: shown as a person reads one, "40 d" rather than "57600".
 _WAITS_MIN = frozenset({"age_min", "oldest_min", "recovery_min"})
 
@@ -911,6 +933,8 @@ class AlertRenderer:
         )
         if details.get("note"):  # worded here, in the mail's language (the i18n82 probe, F1)
             fields["detail"] = _joined(fields.get("detail", ""), self._labels["note"])
+        if "totals" in details:  # numbers, worded here with the receipt's amounts (the i18n82 probe, F3)
+            fields["detail"] = self._totals(details["totals"])
         if "ran_until" in details:  # a time, shown as the mail's others are; None: unknown
             fields["ran_until"] = "?" if details["ran_until"] is None else self._time(details["ran_until"])
         if "down_min" in fields:  # "seit über 1 Minuten" was the central77 probe's C3
@@ -955,6 +979,18 @@ class AlertRenderer:
             "extra": extra,
         }
 
+    def _totals(self, problem: dict[str, Any]) -> str:
+        """What does not add up (TotalsProblem.as_details) in the mail's language, amounts as on the receipt."""
+        from edge.printing.labels import money, percent  # here: the setup wizard's test mail needs no orders
+
+        amounts, currency = problem["amounts"], problem["currency"]
+        check = problem["check"] + ("_open" if problem["check"] == "tax_implied" and "high" not in amounts else "")
+        shown = {
+            k: percent(Decimal(v), self.language) if k == "rate" else money(Decimal(v), currency, self.language)
+            for k, v in amounts.items()
+        }
+        return _TOTALS[self.language][check].format_map(_Fields(shown))
+
     def _failover(self, printer: str, details: dict[str, Any], backup: str, stations: list[str]) -> str:
         """Where a station's tickets go while its primary ``printer`` is out (Alerter's _failovers)."""
         labels = self._labels
@@ -970,6 +1006,8 @@ class AlertRenderer:
         shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
         if "ticket" in shown:
             shown["ticket"] = self._labels["variants"].get(shown["ticket"], shown["ticket"])
+        if "totals" in shown:
+            shown["error"] = self._totals(shown.pop("totals"))
         if shown.pop("note", False):
             shown["text"] = _joined(shown.get("text", ""), self._labels["note_item"])
         if (ending := self._labels["endings"].get(ended.get(str(item.get("id")), ""))) is not None:

@@ -369,7 +369,12 @@ class OrderIntake:
         """A receipt is a legal document: an order or a change whose totals do not add up is stored and printed as
         sent, but never silently."""
         if problems := totals_problems(new.order):
-            log.warning("order_totals_mismatch", order_id=result.order_id, number=new.order.number, problems=problems)
+            log.warning(
+                "order_totals_mismatch",
+                order_id=result.order_id,
+                number=new.order.number,
+                problems=[str(problem) for problem in problems],
+            )
             self._bus.publish(
                 OrderTotalsMismatched(
                     order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source

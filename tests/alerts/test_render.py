@@ -10,6 +10,8 @@ import pytest
 from edge.alerts.render import TEXTS, AlertRenderer
 from edge.alerts.rules import TYPES
 
+# What the alerter keeps of an order's totals that do not add up (edge.orders.totals.TotalsProblem.as_details)
+TOTALS = {"check": "tax_implied", "amounts": {"low": "39.14", "high": "39.36", "total": "54.30"}, "currency": "EUR"}
 GROUP_DETAILS = {
     "printer_offline": {"detail": "connect refused", "jobs_waiting": 3},
     "printer_paper_out": {"jobs_waiting": 2},
@@ -50,8 +52,8 @@ GROUP_DETAILS = {
     "recovery_conflict": {"items": [{"id": "ord_9", "order": "ord_9", "error": "differs in: items"}], "run_id": 3},
     "recovery_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: 0"}], "run_id": 3},
     "order_totals_mismatch": {
-        "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
-        "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
+        "totals": TOTALS,
+        "items": [{"id": "ord_1", "order": "ord_9", "totals": TOTALS}],
     },
     "order_conflict": {
         "order": "ord_9",

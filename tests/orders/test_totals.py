@@ -4,6 +4,7 @@ printed as sent, but logged, counted and alerted."""
 from __future__ import annotations
 
 import copy
+import html
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -26,7 +27,7 @@ from tests.helpers import EXAMPLE, api_client, db_rows, post
 
 
 def problems(order: dict[str, Any]) -> list[str]:
-    return totals_problems(parse_order(order))
+    return [str(problem) for problem in totals_problems(parse_order(order))]
 
 
 def test_the_contract_example_adds_up() -> None:
@@ -133,12 +134,38 @@ async def test_mismatched_totals_are_stored_printed_as_sent_logged_counted_and_a
             metrics = await response.text()
     assert 'edge_order_totals_mismatched_total{source="push"} 1.0' in metrics
     assert [(e.order_id, e.number) for e in seen] == [("ord_7f3a9c21", "A-1042")]
-    assert any("tax" in p for p in seen[0].problems)
+    assert any("tax" in str(p) for p in seen[0].problems)
     [mail] = await sink.wait_for(1, timeout=15)
     assert "Bestellung A-1042: Summen stimmen nicht" in str(mail["Subject"])
     body = mail.get_body(("plain",)).get_content()
-    assert "tax lines imply goods" in body and "wie gesendet gedruckt" in body, body
+    assert "die MwSt-Zeilen ergeben Waren" in body and "wie gesendet gedruckt" in body, body
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 1
+
+
+async def test_the_german_totals_mail_says_what_does_not_add_up_in_german_with_the_receipts_amounts(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    example_order: dict,
+) -> None:
+    """A German store, the example order sent with a total of 40.00 (its subtotal is 39.30, no discount): the mail
+    says why in German, each amount as the receipt prints it ("39,30 €"), in its text, "Letzte Meldung" and the
+    order's line, text and HTML alike. Before (the i18n82 probe, F3): "(subtotal 39.30 - discount 0.00 = 39.30,
+    total is 40.00)", English words, decimal points, no currency, beside a receipt reading "Summe 39,30 €"."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    example_order["totals"]["total"] = "40.00"
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printers["front"].wait_for_printed(1)
+    [mail] = await sink.wait_for(1, timeout=15)
+    reason = "Zwischensumme 39,30 € - Rabatt 0,00 € = 39,30 €, aber Summe 40,00 €"
+    for part in ("plain", "html"):
+        body = html.unescape(mail.get_body((part,)).get_content())
+        assert f"passen nicht zusammen ({reason})" in body, (part, body)
+        assert f"Letzte Meldung: {reason}" in body or f"{reason}</" in body, (part, body)
+        assert f"Fehler: {reason}" in body, (part, body)
+        assert "subtotal" not in body and "total is" not in body, (part, body)
 
 
 async def test_a_change_whose_totals_do_not_add_up_is_told_as_a_new_order_would_be(
@@ -212,7 +239,7 @@ async def test_a_receipt_that_would_not_add_up_on_paper_is_told(
     for words in printed:
         assert words in receipt, receipt
     assert "Rabatt" not in receipt, receipt
-    assert len(seen) == 1 and problem in " ".join(seen[0].problems), seen
+    assert len(seen) == 1 and problem in " ".join(map(str, seen[0].problems)), seen
 
 
 def _sale(
