@@ -71,7 +71,7 @@ from edge.events import (
 from edge.ops.backup import BACKUP_AHEAD_SKEW_S, backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
-from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET
+from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET, fault_of
 from edge.printing.text import UNPRINTABLE_NOTE, quoted
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
@@ -169,7 +169,8 @@ def _cause(type_name: str, detail: str) -> dict[str, Any]:
     printer_offline:(lookup)) and the name; for a printer in error, whether it only hung up mid-ticket (its line or
     power: printer_error:(dropped)). Given at every occurrence, "" too: its details replace the last one's."""
     if type_name == "printer_error":
-        return {"cause": "dropped" if detail.startswith(HUNG_UP_MID_TICKET) else ""}
+        # Which fault (the printer's words in English): the mail names it in its language (the i18n82 probe, F2).
+        return {"cause": "dropped" if detail.startswith(HUNG_UP_MID_TICKET) else str(fault_of(detail) or "")}
     if type_name != "printer_offline":
         return {}
     host = unresolved_host(detail)

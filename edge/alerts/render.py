@@ -28,6 +28,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "until": "Bis",
         "affected": "Betroffen",
         "detail": "Letzte Meldung",
+        "detail_technical": "Technische Meldung (englisch)",  # the device's or the agent's own words, not the mail's
         "todo": "Was tun",
         "extra": "Seit der letzten Mail {n} weitere Male.",
         "extra_one": "Seit der letzten Mail ein weiteres Mal.",
@@ -83,6 +84,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "until": "Until",
         "affected": "Affected",
         "detail": "Last error",
+        "detail_technical": "Technical message",
         "todo": "What to do",
         "extra": "{n} more times since the last mail.",
         "extra_one": "Once more since the last mail.",
@@ -197,24 +199,98 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "printer_error": {
         "de": (
             "Drucker {subject}: Störung",
-            "Der Drucker {subject} meldet eine Störung und druckt nicht (welche: Letzte Meldung).",
+            "Der Drucker {subject} meldet eine Störung und druckt nicht (welche, sagt die technische Meldung unten).",
             "Am Drucker nachsehen: bei Papierstau im Schneidwerk das Papier herausziehen und den Deckel schließen"
             " (der Druck geht dann von selbst weiter); bei einem schweren Fehler aus- und wieder einschalten."
             " Wartende Bons drucken danach automatisch.",
         ),
         "en": (
             "Printer {subject}: fault",
-            "Printer {subject} reports a fault and does not print (which one: see Last error).",
+            "Printer {subject} reports a fault and does not print (which one: see the technical message below).",
             "Look at the printer: for paper jammed in the cutter, pull it out and close the cover (printing goes on by"
             " itself); for an unrecoverable error, switch it off and on. Waiting tickets print on their own"
             " afterwards.",
+        ),
+    },
+    # The fault it names (edge.printing.status.PrinterFault, DLE EOT 3), each with what a person does about it.
+    "printer_error:(cutter)": {
+        "de": (
+            "Drucker {subject}: Papierstau im Schneidwerk",
+            "Im Schneidwerk des Druckers {subject} klemmt Papier; er meldet einen Fehler des Abschneiders und druckt"
+            " nicht.",
+            "Papier aus dem Schneidwerk ziehen und den Deckel schließen; der Druck geht dann von selbst weiter."
+            " Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: paper jammed in the cutter",
+            "Paper is jammed in the cutter of printer {subject}; it reports an auto-cutter error and does not print.",
+            "Pull the paper out of the cutter and close the cover; printing then goes on by itself. Waiting tickets"
+            " print on their own afterwards.",
+        ),
+    },
+    "printer_error:(recoverable)": {
+        "de": (
+            "Drucker {subject}: mechanische Störung",
+            "Der Drucker {subject} meldet eine mechanische Störung und druckt nicht.",
+            "Am Drucker nachsehen und freimachen, was ihn blockiert (Papier, Rolle, Deckel); der Druck geht dann von"
+            " selbst weiter. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: mechanical fault",
+            "Printer {subject} reports a mechanical fault and does not print.",
+            "Look at the printer and clear what blocks it (paper, roll, cover); printing then goes on by itself."
+            " Waiting tickets print on their own afterwards.",
+        ),
+    },
+    "printer_error:(unrecoverable)": {
+        "de": (
+            "Drucker {subject}: schwerer Fehler",
+            "Der Drucker {subject} meldet einen schweren Fehler und druckt nicht.",
+            "Den Drucker aus- und wieder einschalten; kommt der Fehler wieder, muss er zum Service. Wartende Bons"
+            " drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: unrecoverable error",
+            "Printer {subject} reports an unrecoverable error and does not print.",
+            "Switch the printer off and on; if the error comes back, it needs service. Waiting tickets print on their"
+            " own afterwards.",
+        ),
+    },
+    "printer_error:(auto_recoverable)": {
+        "de": (
+            "Drucker {subject}: Druckkopf zu heiß oder Deckel geöffnet",
+            "Der Drucker {subject} hat angehalten: der Druckkopf ist zu heiß, oder der Deckel wurde beim Drucken"
+            " geöffnet. Er druckt von selbst weiter, sobald das vorbei ist.",
+            "Den Deckel geschlossen halten und den Drucker abkühlen lassen. Dauert es an, ihn aus- und wieder"
+            " einschalten. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: print head too hot or cover opened",
+            "Printer {subject} has stopped: its print head is too hot, or the cover was opened while it printed. It"
+            " goes on by itself once that is over.",
+            "Keep the cover closed and let the printer cool down. If it lasts, switch it off and on. Waiting tickets"
+            " print on their own afterwards.",
+        ),
+    },
+    "printer_error:(unnamed)": {
+        "de": (
+            "Drucker {subject}: Störung",
+            "Der Drucker {subject} meldet eine Störung und druckt nicht; welche, sagt er nicht.",
+            "Am Drucker nachsehen (Papierstau, Deckel, Anzeige-Lämpchen) und freimachen, was ihn blockiert; hilft das"
+            " nicht, aus- und wieder einschalten. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: fault",
+            "Printer {subject} reports a fault and does not print; it does not say which.",
+            "Look at the printer (a paper jam, the cover, its lights) and clear what blocks it; if that does not"
+            " help, switch it off and on. Waiting tickets print on their own afterwards.",
         ),
     },
     "printer_error:(dropped)": {  # it answers status and hangs up mid-ticket (spooler: HUNG_UP_MID_TICKET)
         "de": (
             "Drucker {subject}: Verbindung bricht ab",
             "Der Drucker {subject} antwortet, bricht aber Bons mittendrin ab: die Verbindung reißt beim Drucken"
-            " (Letzte Meldung). Meist ein Wackelkontakt am Netzwerkkabel oder an der Stromversorgung.",
+            " (technische Meldung unten). Meist ein Wackelkontakt am Netzwerkkabel oder an der Stromversorgung.",
             "Das Netzwerkkabel am Drucker und am Switch oder Router fest einstecken, das Netzteil prüfen. Angefangene"
             " Bons druckt er danach als KOPIE nach, auch einen, den er aufgegeben hat, sobald er wieder einen ganzen"
             " Bon druckt.",
@@ -222,7 +298,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         "en": (
             "Printer {subject}: connection drops",
             "Printer {subject} answers but hangs up in the middle of tickets: the connection breaks while it prints"
-            " (see Last error). Usually a loose network cable or power supply.",
+            " (see the technical message below). Usually a loose network cable or power supply.",
             "Push the network cable in firmly at the printer and at the switch or router, and check its power supply."
             " Tickets it started print again afterwards marked COPY, also one it gave up on, once it prints a whole"
             " ticket again.",
@@ -833,6 +909,21 @@ _TOTALS = {
     },
 }
 
+# Types whose "detail" is the device's or the agent's own words, in English: labelled as such, not as the mail's text
+# (a German printer fault mail said which fault only under "Letzte Meldung", in English: the i18n82 probe, F2).
+_TECHNICAL_DETAIL = frozenset(
+    {
+        "printer_offline",
+        "printer_error",
+        "printer_paper_out",
+        "printer_cover_open",
+        "printer_paper_low",
+        "printer_feed_held",
+        "print_job_failed",
+        "scanner_offline",
+    }
+)
+
 # Details and item fields that are a wait in whole minutes: shown as a person reads one, "40 d" rather than "57600".
 _WAITS_MIN = frozenset({"age_min", "oldest_min", "recovery_min"})
 
@@ -972,6 +1063,7 @@ class AlertRenderer:
             if waiting and kind != "resolved"
             else "",
             "detail": fields.get("detail", ""),
+            "detail_label": labels["detail_technical" if group["type"] in _TECHNICAL_DETAIL else "detail"],
             "siblings": [
                 self._item_line(group["type"], item, details.get("ended", {}) if kind == "resolved" else {})
                 for item in items

@@ -79,13 +79,42 @@ def error_reported(replies: Mapping[int, int]) -> bool:
     return cause is not None and is_valid_reply(cause) and bool(cause & _CAUSE_ERROR)
 
 
+class PrinterFault(enum.StrEnum):
+    """Which error a printer in ERROR reports: the key a manager's mail words it by, in its own language
+    (edge/alerts/render.py's printer_error:(cutter) …), where the English detail below was all it said (the i18n82
+    probe, F2)."""
+
+    CUTTER = "cutter"
+    RECOVERABLE = "recoverable"
+    UNRECOVERABLE = "unrecoverable"
+    AUTO_RECOVERABLE = "auto_recoverable"
+    UNNAMED = "unnamed"  # an error, but DLE EOT 3 names none (or was not answered)
+
+
 # DLE EOT 3 (Epson's bit layout, the same in the clones' manuals): which error, and what a person does about it.
 _ERROR_KINDS = (
-    (0x08, "auto-cutter error (paper jammed in the cutter?): pull the paper out of the cutter and close the cover"),
-    (0x04, "recoverable error (a mechanical fault): look at the printer, clear what blocks it"),
-    (0x20, "unrecoverable error: switch the printer off and on; if it comes back, it needs service"),
-    (0x40, "auto-recoverable error (print head too hot, or the cover opened while printing): it goes on by itself"),
+    (
+        0x08,
+        PrinterFault.CUTTER,
+        "auto-cutter error (paper jammed in the cutter?): pull the paper out of the cutter and close the cover",
+    ),
+    (
+        0x04,
+        PrinterFault.RECOVERABLE,
+        "recoverable error (a mechanical fault): look at the printer, clear what blocks it",
+    ),
+    (
+        0x20,
+        PrinterFault.UNRECOVERABLE,
+        "unrecoverable error: switch the printer off and on; if it comes back, it needs service",
+    ),
+    (
+        0x40,
+        PrinterFault.AUTO_RECOVERABLE,
+        "auto-recoverable error (print head too hot, or the cover opened while printing): it goes on by itself",
+    ),
 )
+_UNNAMED = ("error reported (which one, the printer does not say)", "error reported (none named)")
 # Errors DLE ENQ recovers from once their cause is gone (auto-cutter and recoverable): without it, a power cycle.
 _RECOVERABLE = 0x0C
 
@@ -94,9 +123,18 @@ def error_detail(replies: Mapping[int, int]) -> str:
     """What the error replies say, for people: the kinds DLE EOT 3 names, else that the printer named none."""
     errors = replies.get(3)
     if errors is None or not is_valid_reply(errors):
-        return "error reported (which one, the printer does not say): look at the printer"
-    kinds = [words for bit, words in _ERROR_KINDS if errors & bit]
-    return "; ".join(kinds) or "error reported (none named): look at the printer"
+        return f"{_UNNAMED[0]}: look at the printer"
+    kinds = [words for bit, _, words in _ERROR_KINDS if errors & bit]
+    return "; ".join(kinds) or f"{_UNNAMED[1]}: look at the printer"
+
+
+def fault_of(detail: str) -> PrinterFault | None:
+    """The fault an error state's detail (error_detail's words, wherever a message carries them) names first; None
+    when it names none of them (a printer that hung up mid-ticket)."""
+    found = [(detail.find(words), fault) for _, fault, words in _ERROR_KINDS if words in detail]
+    if found:
+        return min(found)[1]
+    return PrinterFault.UNNAMED if any(words in detail for words in _UNNAMED) else None
 
 
 def recoverable(replies: Mapping[int, int]) -> bool:
