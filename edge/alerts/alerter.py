@@ -753,7 +753,10 @@ class Alerter:
                 "storage_problem",
                 "disk",
                 free_mb < cfg.disk_free_min_mb,
-                detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
+                # Numbers, worded in the mail's language (an English "MB wanted" line in German mails: i18n82, F2)
+                detail="",
+                free_mb=free_mb,
+                min_mb=cfg.disk_free_min_mb,
             )
 
     async def _named_jobs(self, type_name: str, printer: str) -> list[int]:

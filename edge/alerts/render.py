@@ -626,15 +626,17 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "storage_problem:disk": {
         "de": (
             "Speicherkarte fast voll",
-            "Auf der Speicherkarte des Agenten ist nur noch wenig Platz. Bestellungen werden noch angenommen und"
+            "Auf der Speicherkarte des Agenten ist nur noch wenig Platz: Es sind noch {free_mb} MB frei, es sollen"
+            " mindestens {min_mb} MB frei bleiben (alerts.disk_free_min_mb). Bestellungen werden noch angenommen und"
             " gedruckt; ist sie voll, werden neue abgelehnt, bis wieder Platz ist.",
             "Den Techniker rufen, bevor sie voll ist: Platz freigeben (alte Sicherungen, Protokolle) oder eine"
             " größere Karte einsetzen.",
         ),
         "en": (
             "Storage card nearly full",
-            "The agent's storage card has little room left. Orders are still taken and printed; once it is full, new"
-            " ones are refused until there is room again.",
+            "The agent's storage card has little room left: {free_mb} MB free, where at least {min_mb} MB should stay"
+            " free (alerts.disk_free_min_mb). Orders are still taken and printed; once it is full, new ones are"
+            " refused until there is room again.",
             "Call the technician before it is full: free space (old backups, logs) or fit a larger card.",
         ),
     },
@@ -924,6 +926,9 @@ _TECHNICAL_DETAIL = frozenset(
     }
 )
 
+# Details that are a number of megabytes (storage_problem:disk)
+_MEGABYTES = frozenset({"free_mb", "min_mb"})
+
 # Details and item fields that are a wait in whole minutes: shown as a person reads one, "40 d" rather than "57600".
 _WAITS_MIN = frozenset({"age_min", "oldest_min", "recovery_min"})
 
@@ -1024,6 +1029,9 @@ class AlertRenderer:
         )
         if details.get("note"):  # worded here, in the mail's language (the i18n82 probe, F1)
             fields["detail"] = _joined(fields.get("detail", ""), self._labels["note"])
+        for key in _MEGABYTES & fields.keys():  # as the mail's reader writes numbers: 65.276 MB, 65,276 MB
+            if isinstance(fields[key], int):
+                fields[key] = f"{fields[key]:,}".replace(",", "." if self.language == "de" else ",")
         if "totals" in details:  # numbers, worded here with the receipt's amounts (the i18n82 probe, F3)
             fields["detail"] = self._totals(details["totals"])
         if "ran_until" in details:  # a time, shown as the mail's others are; None: unknown

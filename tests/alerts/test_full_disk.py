@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import os
+import re
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -662,6 +665,23 @@ async def test_a_card_below_its_free_space_limit_is_told_as_filling_up_while_ord
     assert "werden noch angenommen" in text and "abgelehnt oder warten" not in text, text
     async with api_client(agent) as api:
         assert (await post(api, make_order(1, prefix="low", print_receipt=False)))[0] == 201
+
+
+async def test_a_german_card_filling_up_mail_says_how_much_is_free_in_german(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], sink: SmtpSink
+) -> None:
+    """A German store's card below alerts.disk_free_min_mb: the mail says in German, numbers as a German reads them,
+    how much is free and how much should be. Before (the i18n82 probe, F2): "Letzte Meldung: 65276 MB free, at least
+    100000000 MB wanted", the agent's English."""
+    agent = await make_agent(fast(alert_settings, disk_free_min_mb=100_000_000))
+    [mail] = await sink.wait_for(1, timeout=10)
+    free_mb = shutil.disk_usage(agent.settings.agent.data_dir).free // 2**20
+    for part in ("plain", "html"):
+        text = html.unescape(mail.get_body((part,)).get_content())
+        assert "mindestens 100.000.000 MB frei bleiben" in text, (part, text)
+        free = re.search(r"Es sind noch ([\d.]+) MB frei", text)
+        assert free and abs(int(free[1].replace(".", "")) - free_mb) < 1000, (part, text)
+        assert "wanted" not in text and "Letzte Meldung" not in text, (part, text)
 
 
 async def test_the_storage_alarm_mailed_directly_keeps_the_relays_rest_after_a_refused_password(
