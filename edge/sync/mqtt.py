@@ -89,6 +89,8 @@ _IDLE_S = 5.0  # look at the outbox this often even without a wake-up
 _STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again this often, at most
 _STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be acknowledged
 _LOOP_STOP_S = 2.0  # paho's thread gets this long to end at stop (it checks every second)
+# Kept rejects a message sent again is judged anew for: the agent's own failure, and another config's topic.
+_JUDGED_AGAIN = frozenset({"internal_error", "other_topic"})
 _LOOP_RETRY_S = 1.0  # paho's loop, after an exception ended it, goes on after this pause (below _LOOP_STOP_S)
 # CONNACK reasons a retry will not fix: a person must change the login, the client id or the broker's ACL.
 _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
@@ -121,6 +123,7 @@ class _Arrival:
     topic: str
     payload: bytes
     generation: int
+    dup: bool  # the broker's DUP flag: sent before on a connection that ended before our PUBACK (MQTT 3.1.1 3.3.1.1)
 
 
 class PahoClient(paho.Client):
@@ -564,7 +567,7 @@ class MqttLink:
         )
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        self._to_loop(self._received, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
+        self._to_loop(self._received, msg.mid, msg.qos, msg.topic, bytes(msg.payload), bool(msg.dup))
 
     def _on_publish(self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: object) -> None:
         # A PUBACK can say no (MQTT 5 reason >= 0x80: "Not authorized", the broker's ACL): not an acknowledgement.
@@ -762,7 +765,7 @@ class MqttLink:
 
     # ---- the loop: orders in ----------------------------------------------------------------------------------
 
-    def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+    def _received(self, mid: int, qos: int, topic: str, payload: bytes, dup: bool) -> None:
         if self._stopping:  # left unacknowledged: the broker sends it again at the next start (see stop)
             return
         if topic == self.topics["orders"]:  # the broker lets us read it: suspected orders were only published late
@@ -770,7 +773,7 @@ class MqttLink:
             self._suspects.clear()
             self._delivery(True, "")
         self._arrived[mid] = (qos, False)
-        self._waiting.append(_Arrival(mid, qos, topic, payload, self._generation))
+        self._waiting.append(_Arrival(mid, qos, topic, payload, self._generation, dup))
         self._take_next()
 
     def _take_next(self) -> None:
@@ -804,7 +807,7 @@ class MqttLink:
         delay = 0.1
         while True:
             try:
-                outcome = await self._take(msg.topic, msg.payload)
+                outcome = await self._take(msg.topic, msg.payload, dup=msg.dup)
             except StoreError as err:
                 self.counts["store_failed"] += 1
                 self._not_stored.failed(str(err))
@@ -838,7 +841,7 @@ class MqttLink:
             client = self._client
             await self._call(lambda: [client.ack(m, q) for m, q in ready])
 
-    async def _take(self, topic: str, payload: bytes) -> str:
+    async def _take(self, topic: str, payload: bytes, *, dup: bool) -> str:
         """The intake's outcome (stored, duplicate, updated, cancelled, stale), rejected or other_topic, once
         committed."""
         order_id: str | None = None
@@ -852,7 +855,8 @@ class MqttLink:
                 kept = payload[: self._max_payload]
                 await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
                 return "rejected"
-            if await self._judged_before(topic, payload):
+            # Only what the broker sends again is looked up: every other message would read through the kept rejects.
+            if dup and await self._judged_before(topic, payload):
                 return "rejected"
             order = await read_order(payload)
             if isinstance(order, dict) and isinstance(order.get("id"), str):
@@ -871,11 +875,12 @@ class MqttLink:
         return str(result.outcome)
 
     async def _judged_before(self, topic: str, payload: bytes) -> bool:
-        """Whether this message was refused and kept before (a redelivery after a crash before its PUBACK, a
-        backend's retry): answered from that record. Taken again, the intake would warn, alert and count a second
-        refusal of the one message (the dual82 probe, F1). Not one the agent failed on: a fixed agent may take it."""
+        """Whether this message was refused and kept before (sent again by the broker after a crash before
+        its PUBACK): answered from that record. Taken again, the intake would warn, alert and count a second
+        refusal of the one message (the dual82 probe, F1). Not one the agent failed on (a fixed agent may take it), nor
+        one kept as another config's (other_topic): set back, this config reads that topic (the verify82b probe, F1)."""
         kept = await self._store.kept_reject(topic, payload)
-        if kept is None or kept.error.get("error") == "internal_error":
+        if kept is None or kept.error.get("error") in _JUDGED_AGAIN:
             return False
         log.info("mqtt_order_rejected_again", reject_id=kept.id, order_id=kept.order_id, error=kept.error["error"])
         return True

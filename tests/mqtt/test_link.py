@@ -666,6 +666,29 @@ async def test_orders_on_the_topic_an_earlier_config_named_are_not_taken(
     assert agent.mqtt.counts["other_topic"] == 1  # unsubscribed: the broker no longer sends the old topic's
 
 
+async def test_an_order_kept_as_another_configs_is_taken_when_the_config_is_set_back_and_it_is_sent_again(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician changes mqtt.topic_prefix and sets it back (the backend never moved): an order the backend sent
+    on its topic in between was kept as another config's (other_topic). Sent again, now on this config's orders topic,
+    it is stored and printed. Before stop 82's end the identical message was answered from that kept reject,
+    acknowledged and never printed (the verify82b probe, F1)."""
+    first = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/shop"))
+    await wait_until(lambda: first.mqtt is not None and first.mqtt.state == "connected", what="first link up")
+    await first.stop()
+    moved = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/elsewhere"))
+    await wait_until(lambda: moved.mqtt is not None and moved.mqtt.state == "connected", what="moved link up")
+    order = make_order(1, print_receipt=False)
+    await backend.publish("edge/shop/orders", order)
+    await eventually(lambda: db_rows(moved, "SELECT topic FROM mqtt_rejects"), bool, what="kept as other_topic")
+    await moved.stop()
+    back = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/shop"))
+    await wait_until(lambda: back.mqtt is not None and back.mqtt.state == "connected", what="link back")
+    await backend.publish("edge/shop/orders", order)
+    await printers["kitchen"].wait_for_printed(1)
+    assert [r[0] for r in await db_rows(back, "SELECT id FROM orders")] == [order["id"]]
+
+
 async def test_an_exception_out_of_pahos_network_loop_is_logged_once_and_the_link_comes_back(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter], monkeypatch: Any
 ) -> None:
