@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.clock import SYSTEM_CLOCK, Clock, SteppedClock
+from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, SteppedClock
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.ops.backup import backup_database, restore_database
@@ -23,6 +23,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.states import RunTrigger
+from edge.store import identity
 from tests.helpers import api_client, db_execute, db_rows, eventually, post
 from tests.sync.conftest import Agents
 
@@ -270,3 +271,37 @@ async def test_a_restore_over_the_database_of_a_box_a_month_behind_prints_the_or
     await front.wait_for_printed(receipts + 3)
     expected = {"A-1004": True, "A-1005": True, "A-1006": True}
     assert (printed(kitchen, tickets), printed(front, receipts)) == (expected, expected)
+
+
+# Mark.before on its boundaries: no push can be timed to the exact second from outside, so the rule is pinned here.
+MARK_S = 1_800_000_000.0  # a whole second, as the mark always is
+
+
+def test_an_order_created_in_the_marks_own_second_is_after_the_mark() -> None:
+    """The mark is the start of its second, as central's whole-second times are: an order of that very second was
+    taken after the start and prints as an original; a millisecond before it may have printed on the box before
+    (prints COPY). Before stop 82 no test told `<` from `<=` here (the mut82 mutation run: `at < self.until` → `<=`
+    survived), and an order of the start's own second could have printed marked COPY."""
+    mark = identity.Mark(MARK_S, unsettled=False, now=MARK_S + DAY_S)
+    assert (mark.before(MARK_S), mark.before(MARK_S - 0.001)) == (False, True)
+
+
+def test_a_time_exactly_a_minute_ahead_of_an_undated_marks_clock_is_still_judged_by_the_mark() -> None:
+    """Until central dates the mark, a time more than CLOCK_OFF_S ahead of the box's clock shows the clock is behind
+    and counts as before the mark (COPY, the verify81b probe, V1); one exactly CLOCK_OFF_S ahead is a clock within
+    the tolerance and is judged by the mark (here after it: an original). Once dated, the box's clock does not count.
+    Before stop 82 no test pinned the edge (`>` → `>=` survived, the mut82 mutation run)."""
+    now = MARK_S + 3600.0
+    undated = identity.Mark(MARK_S, unsettled=True, now=now)
+    dated = identity.Mark(MARK_S, unsettled=False, now=now)
+    assert (undated.before(now + CLOCK_OFF_S), undated.before(now + CLOCK_OFF_S + 0.001)) == (False, True)
+    assert dated.before(now + CLOCK_OFF_S + 0.001) is False
+
+
+def test_without_a_mark_nothing_is_before_it() -> None:
+    """A database upgraded from before the mark existed has none (neither new nor restored since): nothing it is
+    sent counts as may-have-printed, and the answer is a plain False, as the print job's NOT NULL copy flag takes it.
+    Before stop 82 the no-mark branch ran in no test (the mut82 mutation run: `return False` → `True`, every order
+    printed marked COPY, or → `None`, the intake's insert failing, survived as not covered)."""
+    mark = identity.Mark(None, unsettled=True, now=MARK_S)
+    assert [mark.before(at) for at in (0.0, MARK_S, MARK_S + CLOCK_OFF_S + 1)] == [False, False, False]
