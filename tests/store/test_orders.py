@@ -465,6 +465,32 @@ async def test_restating_a_first_start_leaves_a_mark_a_restore_moved_since(tmp_p
         await db.close()
 
 
+async def test_a_first_start_kept_from_another_boot_is_taken_again_once_at_the_start_of_its_second(
+    tmp_path: Path,
+) -> None:
+    """A new box's first start, not yet dated by central, kept from another boot (the box rebooted before central
+    answered; a restore onto a new box is kept the same way): monotonic time means nothing across boots, so the next
+    start takes the mark again as its own moment, from the start of its second (central's whole-second times of that
+    second are after it), and answers its own monotonic time for central to date. A second start in the same boot
+    keeps that: the mark does not move again, and its monotonic time is the first of the boot. A start in the boot
+    that kept it answers the kept time. Before stop 82 nothing pinned this path (the mut82 mutation run of
+    first_start_unsettled: the boot check loosened or inverted, either rewrite removed, `wall // 1` → `/ 1` survived;
+    the restore tests run it only where the V1 rule masks a wrong answer)."""
+    path, start = tmp_path / "edge.db", 1_795_000_000.0
+    db = await Database.open(path)
+    await db.write(lambda conn: identity.first_records(conn, "test-store", now=start, db=path, boot="b1", mono=7.0))
+    store = OrderStore(db)
+    try:
+        assert await store.first_start_unsettled("b1", mono=20.0, wall=start + 5) == 7.0  # the same boot: kept
+        assert await store.may_have_printed_until() == start
+        taken = await store.first_start_unsettled("b2", mono=3.0, wall=start + 86_400.7)  # rebooted
+        assert (taken, await store.may_have_printed_until()) == (3.0, start + 86_400)
+        again = await store.first_start_unsettled("b2", mono=50.0, wall=start + 86_500.2)  # restarted, same boot
+        assert (again, await store.may_have_printed_until()) == (3.0, start + 86_400)
+    finally:
+        await db.close()
+
+
 async def test_a_restored_database_passes_on_what_its_restore_knew_to_the_next_restore(tmp_path: Path) -> None:
     """A backup restored a second time replaces a database that holds only the backup's orders and what the first
     restore recorded: the next restore reads the may-have-printed mark (later than its newest order) and the acked
