@@ -979,3 +979,40 @@ async def test_a_held_tickets_all_clear_at_its_release_says_it_waits_for_the_pri
     lines = [line for line in mail.get_body(("plain",)).get_content().splitlines() if f"Druckauftrag: {ticket}" in line]
     assert len(lines) == 1 and lines[0].rstrip().endswith("Ausgang: wartet auf den Drucker"), lines
     assert len(kitchen.printed) == 0
+
+
+async def test_a_dead_ticket_a_person_discarded_ends_its_alarm_while_a_later_change_of_the_order_waits(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """A-1001's kitchen ticket is given up (the printer hung up on it) and mailed; the roll runs out, the guest adds a
+    dish, and its change ticket waits for paper on the same printer; a person discards the dead ticket. The alarm
+    ends with it, "discarded": the change ticket is its own work, not the dead ticket's COPY. Before stop 82 no test
+    told a person's discard from a COPY's (mutation, mut82: the COPY chain's `j.state = 'discarded' AND
+    j.last_error = …` → `OR` survived: the all-clear would wait for the change ticket and name it)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 100
+    agent = await make_agent(settings)
+    order = make_order(1, print_receipt=False)
+    async with api_client(agent) as api:
+        status, body = await post(api, order)
+        assert status == 201, body
+        [ticket] = body["job_ids"]
+        await eventually(lambda: job_states(agent), lambda states: states == ["dead"], what="the ticket dead")
+        await wait_until(lambda: dead_ticket_mails(sink), timeout=15, what="the dead ticket's alarm")
+        kitchen.drop_after, kitchen.paper_out = None, True
+        changed = order | {"revision": 2, "items": [order["items"][0] | {"qty": 7}, *order["items"][1:]]}
+        assert (await post(api, changed))[0] == 200
+        await eventually(lambda: job_states(agent), lambda states: len(states) == 2, what="the change ticket")
+        async with api.post(f"/api/v1/jobs/{ticket}/discard") as response:
+            assert response.status == 200, await response.text()
+        await wait_until(lambda: len(dead_ticket_mails(sink)) == 2, timeout=15, what="the all-clear")
+        assert (await job_states(agent))[1] in ("queued", "failed", "held"), await job_states(agent)
+    assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
+    lines = [line for line in all_clear_text(sink).splitlines() if "Druckauftrag:" in line]
+    assert len(lines) == 1 and f"Druckauftrag: {ticket}" in lines[0], lines
+    assert lines[0].rstrip().endswith("Ausgang: verworfen, nicht gedruckt"), lines
