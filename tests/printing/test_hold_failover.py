@@ -415,6 +415,38 @@ async def test_a_change_ticket_follows_its_earlier_ticket_printed_on_the_backup_
     )
 
 
+async def test_a_primary_that_came_back_to_nothing_waiting_gets_the_full_failover_time_at_its_next_outage(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer ran out of paper, its ticket moved to the front printer after failover_after_s; the roll
+    changed, it came back to nothing waiting. At its next paper out, a new ticket waits the whole failover_after_s for
+    the cook to change the roll before it moves: the stuck time starts again once nothing waited. Before stop 82 no
+    test pinned that (`not burst` → `burst` in the spool's loop survived mutation since stop 73): a stuck time kept
+    from the first outage would move the new ticket to the front printer at once."""
+    agent, api = await start_agent(
+        stations={"kitchen": ["kitchen", "front"]},
+        printing={"failover_after_s": 2.0},
+        printer_options={"kitchen": {"status_poll_s": 0.2}},
+    )
+    kitchen, front = printers["kitchen"], printers["front"]
+    first, second = tickets_only(example_order, 2)
+    kitchen.paper_out = True
+    assert (await post(api, first))[0] == 201
+    await front.wait_for_printed(1, timeout=10)
+    kitchen.paper_out = False
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is None, timeout=5)
+    await asyncio.sleep(0.5)  # the spool looks for work and finds none
+    kitchen.paper_out = True
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is not None, timeout=5, what="the poll's pause")
+    assert (await post(api, second))[0] == 201
+    await asyncio.sleep(1.0)  # half the failover time; failover looks every 0.5 s
+    assert await job_rows(agent, "SELECT order_id, printer, state FROM print_jobs WHERE order_id = 'ord_001'") == [
+        ("ord_001", "kitchen", "queued")
+    ]
+    moved = await front.wait_for_printed(2, timeout=10)
+    assert "N-001" in decode(moved[1]).text and "UMGELEITET von kitchen" in decode(moved[1]).text
+
+
 async def test_no_failover_before_the_configured_time(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
