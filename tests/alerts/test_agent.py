@@ -905,7 +905,11 @@ def all_clear_text(sink: SmtpSink) -> str:
     return str(mail.get_body(("plain",)).get_content())
 
 
-@pytest.mark.parametrize(("action", "ending"), [("discard", "verworfen, nicht gedruckt"), ("retry", "gedruckt")])
+@pytest.mark.parametrize(
+    ("action", "ending"),
+    [("discard", "verworfen, nicht gedruckt"), ("retry", "gedruckt"), ("reprint", "gedruckt")],
+    ids=["discard", "retry", "reprint"],  # plain ids: scripts/mutate.py hands them to pytest as node ids
+)
 async def test_a_dead_tickets_all_clear_says_whether_it_printed_or_a_person_discarded_it(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
@@ -915,8 +919,10 @@ async def test_a_dead_tickets_all_clear_says_whether_it_printed_or_a_person_disc
     ending: str,
 ) -> None:
     """ "Bon nicht gedruckt" is mailed for a ticket the kitchen printer hung up on; a person then discards it (or
-    retries it and it prints). The all-clear names the ticket with how it ended. Before stop 82 both read alike,
-    "BEHOBEN: Bestellung A-1001: Bon nicht gedruckt", so a manager read a discarded ticket as printed."""
+    retries it and it prints, or reprints it and its COPY prints). The all-clear names the ticket with how it ended,
+    a reprinted one by its COPY's. Before stop 82 both read alike, "BEHOBEN: Bestellung A-1001: Bon nicht gedruckt",
+    so a manager read a discarded ticket as printed; the reprint case was added by the mut82 mutation run (the
+    ending read from the first of the COPY chain, `MAX(h.id)` → `MIN`, survived: a reprinted ticket read discarded)."""
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
     settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
     kitchen = printers["kitchen"]
