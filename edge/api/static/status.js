@@ -22,6 +22,7 @@ const movedAt = new WeakMap(); // button -> when a refresh put it where another 
 // A token the box refused (401, or 429 from its brake on guessing): the refreshes stop sending it until another is
 // typed. Sent every 5 s for good, it kept a PC that was also the till braked with nobody typing (the verify81 probe, F1).
 let refusedToken = null;
+let tokenInFlight = null; // the token of the request for the panel under way
 
 function authHeaders() {
   const token = sessionStorage.getItem("edge-token");
@@ -64,6 +65,9 @@ function current() {
 async function refresh() {
   const token = sessionStorage.getItem("edge-token");
   if (token && token === refusedToken) return; // the page says so already; a new token typed is sent
+  // A token typed is sent at once: a timed refresh meanwhile would send it again before its answer came (twice refused)
+  if (token && token === tokenInFlight) return;
+  tokenInFlight = token;
   try {
     const response = await fetch(body.dataset.panel, {
       headers: authHeaders(),
@@ -100,6 +104,8 @@ async function refresh() {
   } catch (err) {
     const timedOut = err && (err.name === "TimeoutError" || err.name === "AbortError");
     outOfDate(timedOut ? "no answer from the agent within " + ANSWER_MS / 1000 + " s" : "agent not reachable");
+  } finally {
+    if (tokenInFlight === token) tokenInFlight = null;
   }
 }
 
