@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 
 from edge.config._sections import ScannerSettings, Settings, Unsafe
 from edge.config._values import ascii_local_part, is_loopback_host, is_placeholder_token
 from edge.errors import ConfigError
+from edge.printing.text import CONTROL
 
 
 def _known(names: Iterable[str]) -> str:
@@ -233,6 +235,32 @@ def short_token(s: Settings) -> Unsafe | None:
     )
 
 
+# A store name heads every receipt and every mail subject: longer than this wraps on paper and is cut on a phone.
+STORE_NAME_MAX = 60
+# What a name shows otherwise than typed: control characters, and direction marks and overrides (they turn the text
+# after them around in a mail subject, as they did in dish names before stop 81).
+_SHOWN_OTHERWISE = re.compile(f"{CONTROL.pattern}|[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def store_name_shown_badly(s: Settings) -> Unsafe | None:
+    """Told, not refused: a name that worked before must not stop a store at its upgrade (the i18n82 probe, F5)."""
+    name = s.agent.store_name
+    if (hidden := _SHOWN_OTHERWISE.search(name)) is not None:
+        return Unsafe(
+            "agent.store_name",
+            f"agent.store_name holds U+{ord(hidden[0]):04X} at character {hidden.start() + 1}, a character that"
+            " shows otherwise than typed (a control character or a text-direction mark): it heads every receipt and"
+            " mail subject; type the name again without it",
+        )
+    if len(name) > STORE_NAME_MAX:
+        return Unsafe(
+            "agent.store_name",
+            f"agent.store_name is {len(name)} characters long: it heads every receipt (wrapped over several lines)"
+            f" and every mail subject (cut on a phone); {STORE_NAME_MAX} or fewer read whole",
+        )
+    return None
+
+
 def _off_the_box(url: str) -> str | None:
     """The host of ``url`` when it is not this box, else None."""
     host = urllib.parse.urlsplit(url).hostname or ""
@@ -266,4 +294,5 @@ WARNINGS: tuple[Callable[[Settings], Unsafe | None], ...] = (
     short_token,
     mqtt_password_in_clear,
     central_token_in_clear,
+    store_name_shown_badly,
 )

@@ -329,8 +329,8 @@ class UnknownVariable:
 @dataclasses.dataclass(frozen=True)
 class Unsafe:
     """A setting that works but puts a secret at risk (a short token, a secret in a file others may read, one sent in
-    clear): told by `edge config check`, the start's log and `edge doctor`, never refused, so that an upgrade does not
-    stop a store that works."""
+    clear) or shows badly (a store name too long, or with a hidden character): told by `edge config check`, the
+    start's log and `edge doctor`, never refused, so that an upgrade does not stop a store that works."""
 
     key: str  # the setting (or file) to change
     problem: str  # one line: what, why, and the fix; never the secret
@@ -362,7 +362,7 @@ class Settings:
     # the EDGE_* variables of edge.env that name no setting: `edge config check` and the start log name them.
     overridden: tuple[str, ...] = ()
     unknown_variables: tuple[UnknownVariable, ...] = ()
-    unsafe: tuple[Unsafe, ...] = ()  # settings that work but put a secret at risk, one line each
+    unsafe: tuple[Unsafe, ...] = ()  # settings that work but put a secret at risk or show badly, one line each
 
     @property
     def unmailed_alerts(self) -> str | None:

@@ -203,3 +203,28 @@ def test_a_secret_shorter_than_four_characters_is_scrubbed_from_log_lines_where_
         configure_logging()
     [line] = [json.loads(text) for text in out.getvalue().splitlines()]
     assert (line["given"], line["detail"], line["word"]) == ("***", "Bearer ***: refused", f"x{secret}y9")
+
+
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("Bäckerei Müller am Marktplatz, Filiale Nord-Ost im Einkaufszentrum Süd", "is 70 characters long"),
+        ("Pizza \u202eollaP", "U+202E at character 7"),
+        ("Bäckerei Müller am Markt", None),
+    ],
+    ids=["long", "direction-override", "fine"],
+)
+def test_a_store_name_too_long_for_a_receipts_head_or_with_hidden_characters_is_told_not_refused(
+    tmp_path: Path, name: str, told: str | None
+) -> None:
+    """agent.store_name heads every receipt and mail subject: 70 characters printed as two lines on every receipt, a
+    direction override turned every subject around. Told by `edge config check` (exit 0: it worked before, an upgrade
+    must not stop a store), not refused. Before stop 82 nothing said a word (the i18n82 probe, F5)."""
+    config = write_box_config(tmp_path, agent={"store_name": name})
+    config.chmod(0o600)
+    done = edge_blocking("config", "check", "--config", str(config), timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("agent.store_name")]
+    assert len(lines) == (told is not None), done.stdout
+    if told is not None:
+        assert told in lines[0] and "\u202e" not in lines[0], lines
