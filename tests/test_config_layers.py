@@ -56,8 +56,10 @@ def test_config_imports_only_the_standard_library_and_its_own_modules() -> None:
     for path in CONFIG_MODULES:
         for module in _imported_modules(path):
             top = module.split(".")[0]
-            # edge.errors and edge.durable are leaves of the standard library, below every layer
-            own = module in ("edge.errors", "edge.durable", "edge.config") or module.startswith("edge.config.")
+            # edge.errors, edge.durable and edge.chars are leaves of the standard library, below every layer
+            own = module in ("edge.errors", "edge.durable", "edge.chars", "edge.config") or module.startswith(
+                "edge.config."
+            )
             assert own or (top != "edge" and top in sys.stdlib_module_names), f"{path.name} imports {module}"
 
 
@@ -79,7 +81,7 @@ def test_loading_a_config_loads_no_printing_or_alert_code(tmp_path: Path) -> Non
         "import sys; from pathlib import Path; from edge.config import load_settings;"
         f"load_settings(Path({str(config)!r}), environ={{}});"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'escpos'"
-        " or (m.startswith('edge.') and m.split('.')[1] not in ('config', 'errors', 'durable', 'tls')))))"
+        " or (m.startswith('edge.') and m.split('.')[1] not in ('config', 'errors', 'durable', 'chars', 'tls')))))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

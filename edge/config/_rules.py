@@ -8,6 +8,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 
+from edge.chars import CONTROL, DIRECTION
 from edge.config._sections import ScannerSettings, Settings, Unsafe
 from edge.config._values import ascii_local_part, is_loopback_host, is_placeholder_token
 from edge.errors import ConfigError
@@ -238,8 +239,7 @@ def short_token(s: Settings) -> Unsafe | None:
 STORE_NAME_MAX = 60
 # What a name shows otherwise than typed: control characters, and direction marks and overrides (they turn the text
 # after them around in a mail subject, as they did in dish names before stop 81).
-# Written out: the config loads no printing code (tests/test_config_layers.py); edge.printing.text has the same C0/C1.
-_SHOWN_OTHERWISE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SHOWN_OTHERWISE = re.compile(f"{CONTROL.pattern}|{DIRECTION.pattern}")
 
 
 def store_name_shown_badly(s: Settings) -> Unsafe | None:

@@ -8,13 +8,13 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+from edge.chars import CONTROL
+
 # CP858 is CP850 (Latin-1 letters, umlauts, ß) with € at 0xD5; ESC t 19 selects it on Epson-compatible printers.
 # We encode every byte of text ourselves, so the printer never sees a code page switch mid-job.
 # "auto" takes the first of these the printer's profile has (its number differs by maker: Star calls CP858 4).
 CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
 
-# C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # a line or paragraph separator too: a space
 # Marks that show nothing (direction marks and overrides, a soft hyphen, joiners, variation selectors): printed as
 # nothing, not as "?" in the middle of a word (CP858 even has the soft hyphen, which prints as a visible mark).
 INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufe00-\ufe0f]")
