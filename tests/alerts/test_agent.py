@@ -899,14 +899,15 @@ async def test_a_station_taken_out_of_the_routes_is_mailed_as_the_station_withou
     assert await job_states(second) == ["printed", "held"]
 
 
-def all_clear_text(sink: SmtpSink) -> str:
-    """The plain text of the dead ticket's all-clear (the last BEHOBEN about A-1001's kitchen ticket)."""
-    [mail] = [
-        m
-        for m in sink.messages
-        if "BEHOBEN" in str(m["Subject"]) and "Bestellung A-1001: Bon nicht gedruckt" in str(m["Subject"])
-    ]
-    return str(mail.get_body(("plain",)).get_content())
+def all_clears(sink: SmtpSink, about: str) -> list[EmailMessage]:
+    """The all-clears (BEHOBEN) whose subject names ``about``."""
+    return [m for m in sink.messages if "BEHOBEN" in str(m["Subject"]) and about in str(m["Subject"])]
+
+
+def all_clear_jobs(sink: SmtpSink, about: str = "Bestellung A-1001: Bon nicht gedruckt") -> list[str]:
+    """The lines of the one all-clear about ``about`` (by default A-1001's dead kitchen ticket) that name a job."""
+    [mail] = all_clears(sink, about)
+    return [line for line in mail.get_body(("plain",)).get_content().splitlines() if "Druckauftrag:" in line]
 
 
 @pytest.mark.parametrize(
@@ -943,7 +944,7 @@ async def test_a_dead_tickets_all_clear_says_whether_it_printed_or_a_person_disc
             assert response.status in (200, 201), await response.text()
         await wait_until(lambda: len(dead_ticket_mails(sink)) == 2, timeout=15, what="the all-clear")
     assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
-    lines = [line for line in all_clear_text(sink).splitlines() if f"Druckauftrag: {ticket}" in line]
+    lines = [line for line in all_clear_jobs(sink) if f"Druckauftrag: {ticket}" in line]
     assert len(lines) == 1 and lines[0].rstrip().endswith(f"Ausgang: {ending}"), lines
 
 
@@ -978,15 +979,8 @@ async def test_a_held_tickets_all_clear_at_its_release_says_it_waits_for_the_pri
         await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", timeout=15, what="the printer off")
         async with api.post(f"/api/v1/jobs/{ticket}/release") as response:
             assert response.status == 200, await response.text()
-        await wait_until(
-            lambda: [
-                m for m in sink.messages if "BEHOBEN" in str(m["Subject"]) and "zurückgehalten" in str(m["Subject"])
-            ],
-            timeout=15,
-            what="the held ticket's all-clear",
-        )
-    [mail] = [m for m in sink.messages if "BEHOBEN" in str(m["Subject"]) and "zurückgehalten" in str(m["Subject"])]
-    lines = [line for line in mail.get_body(("plain",)).get_content().splitlines() if f"Druckauftrag: {ticket}" in line]
+        await wait_until(lambda: all_clears(sink, "zurückgehalten"), timeout=15, what="the held ticket's all-clear")
+    lines = [line for line in all_clear_jobs(sink, "zurückgehalten") if f"Druckauftrag: {ticket}" in line]
     assert len(lines) == 1 and lines[0].rstrip().endswith("Ausgang: wartet auf den Drucker"), lines
     assert len(kitchen.printed) == 0
 
@@ -1023,6 +1017,6 @@ async def test_a_dead_ticket_a_person_discarded_ends_its_alarm_while_a_later_cha
         await wait_until(lambda: len(dead_ticket_mails(sink)) == 2, timeout=15, what="the all-clear")
         assert (await job_states(agent))[1] in ("queued", "failed", "held"), await job_states(agent)
     assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
-    lines = [line for line in all_clear_text(sink).splitlines() if "Druckauftrag:" in line]
+    lines = all_clear_jobs(sink)
     assert len(lines) == 1 and f"Druckauftrag: {ticket}" in lines[0], lines
     assert lines[0].rstrip().endswith("Ausgang: verworfen, nicht gedruckt"), lines
