@@ -36,8 +36,8 @@ class Signal:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
     count: int = 1  # occurrences it stands for (several, once compacted; none: a rise in severity of a firing one)
-    # The first state a run found of a condition that may have held since the run before (a printer off at the start):
-    # no new occurrence if its group still fires.
+    # The first state a run found of a condition that may have held since the run before (a printer off at the start),
+    # or a refusal told again (a redelivered message): no new occurrence if its group still fires, with its item.
     again: bool = False
 
     @property
@@ -257,7 +257,8 @@ def compact(signals: list[Signal]) -> list[Signal]:
             details: dict[str, Any] = {}
             for s in firings:
                 details.update(s.details)
-            count = sum(s.count for s in firings)
+            # A repeat beside the occurrence it repeats (a redelivery while that waits here) is not one more
+            count = sum(s.count for s in [s for s in firings if not s.again] or firings)
             first = firings[0]
             compacted.append(
                 dataclasses.replace(
@@ -285,12 +286,18 @@ class Mail:
 def _merge(details: dict[str, Any], signal: Signal) -> tuple[dict[str, Any], bool]:
     merged = {**details, **signal.details}
     items = list(details.get("items", []))
-    new_item = signal.item is not None and all(i.get("id") != signal.item.get("id") for i in items)
+    new_item = not _listed(details, signal.item)
     if new_item:
         items = [*items, signal.item][-_MAX_ITEMS:]
     if items:
         merged["items"] = items
     return merged, new_item
+
+
+def _listed(details: dict[str, Any], item: dict[str, Any] | None) -> bool:
+    """Whether a group's details hold ``item`` (by id); a signal without one is the group itself. A repeated order's
+    item missing from its firing group (another order's refusal stored, this one's lost in a crash) is added."""
+    return item is None or any(i.get("id") == item.get("id") for i in details.get("items", []))
 
 
 def group_dict(row: aiosqlite.Row) -> dict[str, Any]:
@@ -335,7 +342,7 @@ class AlertStore:
                     outcomes.append((s, True))
                     continue
                 g = group_dict(rows[0])
-                if s.firing and s.again and g["state"] == "firing":
+                if s.firing and s.again and g["state"] == "firing" and _listed(g["details"], s.item):
                     continue  # found as the run before left it: the same outage, not one more
                 if s.firing:
                     # A new episode only once the last one is fully told (or dropped); flapping stays one episode.

@@ -1,10 +1,10 @@
-"""The alert store's answers the storage mail sent straight to the relay relies on (they are read on a full disk)."""
+"""The alert store: what the storage mail sent straight to the relay relies on, and how a repeat folds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edge.store.alerts import AlertStore, Mail, Signal
+from edge.store.alerts import AlertStore, Mail, Signal, compact
 from edge.store.db import Database
 
 KEY = "storage_problem:database"
@@ -34,5 +34,32 @@ async def test_an_alarm_told_to_the_digest_is_not_taken_for_one_the_manager_was_
         assert group is not None and group["state"] == "firing"
         await store.told(group, kind="firing", now=200.0, mail=None, count=1)  # into the digest
         assert await store.told_firing_at(KEY) is None
+    finally:
+        await db.close()
+
+
+def refused(order: str, at: float, *, again: bool = False) -> Signal:
+    item = {"id": order, "order": order, "error": "1 ≤ 2"}
+    return Signal(
+        type="cancel_refused", subject="orders", firing=True, at=at, mono=at, severity="warning", item=item, again=again
+    )
+
+
+async def test_a_repeated_refusal_is_one_more_only_where_its_order_is_not_listed_yet(tmp_path: Path) -> None:
+    """A refusal told again (a redelivered message answered from its kept reject, again=True) adds nothing to a firing
+    group listing its order, is folded into the occurrence it repeats while both wait, and is added and counted where
+    its order is missing (another order's refusal stored, its own lost in a crash). Before stop 83 a repeat was never
+    raised, and ``again`` skipped any firing group, whichever items it listed."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = AlertStore(db)
+    try:
+        await store.apply(compact([refused("o1", 100.0), refused("o1", 101.0, again=True)]))
+        await store.apply([refused("o1", 102.0, again=True)])
+        group = await store.group("cancel_refused:orders")
+        assert group is not None and (group["fires_total"], len(group["details"]["items"])) == (1, 1)
+        await store.apply([refused("o2", 103.0, again=True)])
+        group = await store.group("cancel_refused:orders")
+        assert group is not None
+        assert group["fires_total"] == 2 and [i["id"] for i in group["details"]["items"]] == ["o1", "o2"]
     finally:
         await db.close()
