@@ -46,6 +46,7 @@ class OrderConflicted(Event):
     field: str = ""
     revision: int = 0
     stands: int = 0
+    again: bool = False  # a redelivery answered from its kept reject: see MqttOrderRejected.again
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,7 @@ class CancelRefused(Event):
     source: OrderSource
     revision: int  # the cancel's
     stored: int  # the stored, open revision
+    again: bool = False  # a redelivery answered from its kept reject: see MqttOrderRejected.again
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -307,6 +309,9 @@ class MqttOrderRejected(Event):
     order_id: str | None
     error: str  # the HTTP API's error slug: invalid_order, malformed_request, conflict
     reason: str
+    # The broker sent the message again (no PUBACK reached it: a crash) and it was answered from its kept reject: the
+    # same refusal, its alarm raised again (the crash may have come before the alert rules stored it), counted nowhere.
+    again: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

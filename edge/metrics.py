@@ -176,13 +176,15 @@ class Metrics:
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
             OrderConflicted: self._order_conflicted,
-            CancelRefused: lambda e: self.order_conflicts.labels(e.source).inc(),
+            CancelRefused: lambda e: None if e.again else self.order_conflicts.labels(e.source).inc(),
             RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
             OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
             OrderRevised: lambda e: self.order_revisions.labels(e.status).inc(),
         }
 
     def _order_conflicted(self, event: OrderConflicted) -> None:
+        if event.again:  # counted when it was refused
+            return
         self.order_conflicts.labels(event.source).inc()
         if event.source == OrderSource.RECOVERY:
             self.recovery_conflicts.inc()
@@ -238,7 +240,7 @@ class Metrics:
 
         self._unsubscribe += [
             self._bus.subscribe(changed, MqttConnectionChanged),
-            self._bus.subscribe(lambda e: rejected.labels(e.error).inc(), MqttOrderRejected),
+            self._bus.subscribe(lambda e: None if e.again else rejected.labels(e.error).inc(), MqttOrderRejected),
         ]
 
     async def scrape(

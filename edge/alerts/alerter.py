@@ -529,10 +529,11 @@ class Alerter:
                 self._signal(kind, "recovery", True, item=item, run_id=event.run_id)
             case OrderConflicted():  # pushed (or over MQTT): recovery's conflicts are its runs' alert above
                 item = {"id": event.order_id, "order": event.number or event.order_id, "error": _conflict_column(event)}
-                self._signal("order_conflict", "orders", True, order=event.number or event.order_id, item=item)
+                order = event.number or event.order_id
+                self._signal("order_conflict", "orders", True, again=event.again, order=order, item=item)
             case CancelRefused():
                 item = {"id": event.order_id, "order": event.number, "error": f"{event.revision} ≤ {event.stored}"}
-                self._signal("cancel_refused", "orders", True, order=event.number, item=item)
+                self._signal("cancel_refused", "orders", True, again=event.again, order=event.number, item=item)
             case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
                 if refused:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
@@ -565,7 +566,7 @@ class Alerter:
                 pass  # the intake's order_conflict alert (source mqtt) tells it: one mail, not two
             case MqttOrderRejected():
                 item = {"id": event.order_id or f"reject {event.reject_id}", "order": event.order_id or "?"}
-                self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
+                self._signal("mqtt_invalid", "mqtt", True, again=event.again, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
                 self._storage_signal = self._signal("storage_problem", "database", True, detail=detail)
                 if self._db.stall is not None:  # the outbox's writes wait behind the stalled card: this mail must not

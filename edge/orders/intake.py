@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
 from edge.config import Settings
-from edge.errors import OrderConflictError, StoredOrderUnreadableError, WrongStateError
+from edge.errors import (
+    InvalidOrderError,
+    MalformedOrderError,
+    OrderConflictError,
+    StoredOrderUnreadableError,
+    WrongStateError,
+)
 from edge.events import (
     CancelRefused,
+    Event,
     EventBus,
     JobHeld,
     OrderConflicted,
@@ -29,12 +37,14 @@ from edge.orders.model import (
     meaning_hash,
     parse_order,
     parse_stored,
+    read_order,
     revision_hash,
 )
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
 from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
 from edge.store.orders import InsertResult, NewOrder, OrderStore
+from edge.store.rows import StoredOrder
 
 log = structlog.get_logger()
 
@@ -117,6 +127,16 @@ class Router:
         )
 
 
+def _refused_cancel(new: NewOrder, stored: StoredOrder) -> bool:
+    """A cancel sent (not recovery's list: central's own record) for an order stored open: one at or below its
+    revision is refused, not applied."""
+    return (
+        new.order.status == OrderStatus.CANCELLED
+        and new.source != OrderSource.RECOVERY
+        and stored.status == OrderStatus.OPEN
+    )
+
+
 class OrderIntake:
     def __init__(self, router: Router, orders: OrderStore, bus: EventBus) -> None:
         self.router = router
@@ -175,7 +195,7 @@ class OrderIntake:
         if result.outcome not in (InsertOutcome.STALE, InsertOutcome.CONFLICT):
             return None
         stored = await self._orders.get(new.order.id)
-        if stored is None or stored.status != OrderStatus.OPEN:
+        if stored is None or not _refused_cancel(new, stored):
             return None
         order_id, sent = new.order.id, new.order.revision
         log.warning("cancel_not_applied", order_id=order_id, revision=sent, stored=stored.revision, source=new.source)
@@ -191,6 +211,41 @@ class OrderIntake:
             f" {stored.revision + 1}",
             field="revision",
         )
+
+    async def refused_again(self, payload: bytes, error: Mapping[str, Any], *, source: OrderSource) -> None:
+        """A message refused as a conflict and kept, sent again (the broker's redelivery, answered from the kept
+        reject): the alarm its refusal raised, published again marked ``again``. The alert rules fold it into that
+        alarm, or store it if a crash came before they did; nothing counts it. Told as _store told it: a cancel at or
+        below the open stored revision, else a conflict with the reason kept (not judged anew: the record answers)."""
+        if error.get("error") != "conflict":
+            return
+        try:
+            new = await self._prepare(await read_order(payload), source)
+        except (MalformedOrderError, InvalidOrderError):  # the config changed since: the kept reject still reports it
+            return
+        order_id, sent = new.order.id, new.order.revision
+        stored = await self._orders.get(order_id)
+        if stored is not None and _refused_cancel(new, stored) and sent <= stored.revision:
+            event: Event = CancelRefused(
+                order_id=order_id,
+                number=stored.number,
+                source=source,
+                revision=sent,
+                stored=stored.revision,
+                again=True,
+            )
+        else:
+            event = OrderConflicted(
+                order_id=order_id,
+                source=source,
+                number=new.order.number,
+                reason=str(error.get("reason", "")),
+                field=str(error.get("field") or ""),
+                revision=sent,
+                stands=stored.revision if stored is not None else 0,
+                again=True,
+            )
+        self._bus.publish(event)
 
     async def _conflict(self, new: NewOrder) -> OrderConflictError:
         """Names the first field that differs from the revision stored under its number (the current one, or a lower

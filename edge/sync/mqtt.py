@@ -846,14 +846,14 @@ class MqttLink:
         committed."""
         order_id: str | None = None
         if topic != self.topics["orders"]:
-            await self._other_topic(topic, payload)
+            await self._other_topic(topic, payload, dup=dup)
             return "other_topic"
         try:
             if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
                 # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent; the
                 # report names the order when the part kept shows its id (central's only word that it never printed).
                 kept = payload[: self._max_payload]
-                await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
+                await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload), dup=dup)
                 return "rejected"
             # Only what the broker sends again is looked up: every other message would read through the kept rejects.
             if dup and await self._judged_before(topic, payload):
@@ -863,14 +863,14 @@ class MqttLink:
                 order_id = order["id"][:200]
             result = await self._intake.accept(order, source=OrderSource.MQTT)
         except (MalformedOrderError, InvalidOrderError, OrderConflictError, WrongStateError) as err:
-            await self._reject(topic, payload, order_id, intake_error_body(err))
+            await self._reject(topic, payload, order_id, intake_error_body(err), dup=dup)
             return "rejected"
         except StoreError:
             raise  # not the message's fault: taken again from memory until the store can write
         except Exception as err:  # a bug: left unacked, the broker would send it for ever and hold an in-flight slot
             log.exception("mqtt_order_failed", order_id=order_id, topic=topic)
             error = {"error": "internal_error", "reason": f"the agent failed on this message: {type(err).__name__}"}
-            await self._reject(topic, payload[: self._max_payload], order_id, error)
+            await self._reject(topic, payload[: self._max_payload], order_id, error, dup=dup)
             return "rejected"
         return str(result.outcome)
 
@@ -883,9 +883,12 @@ class MqttLink:
         if kept is None or kept.error.get("error") in _JUDGED_AGAIN:
             return False
         log.info("mqtt_order_rejected_again", reject_id=kept.id, order_id=kept.order_id, error=kept.error["error"])
+        # The intake's alarm of a conflict too: a crash between the reject's commit and the alert rules' fold lost it
+        await self._intake.refused_again(payload, kept.error, source=OrderSource.MQTT)
+        self._rejected(kept.id, kept.order_id, kept.error, again=True)
         return True
 
-    async def _other_topic(self, topic: str, payload: bytes) -> None:
+    async def _other_topic(self, topic: str, payload: bytes, *, dup: bool) -> None:
         """A message on a topic this config does not subscribe to: the broker kept an earlier config's subscription in
         the session (mqtt.topic_prefix changed, same client id). Not this store's order as configured: kept as a
         rejected message a person sees (and the alert), not printed, and the old subscription dropped."""
@@ -894,12 +897,16 @@ class MqttLink:
             " config the broker kept (mqtt.topic_prefix changed); not taken"
         )
         error = {"error": "other_topic", "reason": reason}
-        await self._reject(topic, payload[: self._max_payload], None, error)
+        await self._reject(topic, payload[: self._max_payload], None, error, dup=dup)
         if self.state == MqttState.CONNECTED and self._client is not None:
             client = self._client
             await self._call(client.unsubscribe, topic)
 
-    async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:
+    async def _reject(
+        self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any], *, dup: bool
+    ) -> None:
+        """Keeps the refused message for a person and central's report; ``dup``: the broker's redelivery, whose
+        alarm is raised again if it was kept before (a crash may have lost the alarm, see _judged_before)."""
         # An id with a lone surrogate (JSON's "\ud800") is kept, and reported, escaped: SQLite takes UTF-8 only.
         order_id = None if order_id is None else storable_text(order_id)
         reject_id, new = await self._store.add_reject(
@@ -907,15 +914,24 @@ class MqttLink:
         )
         if not new:  # the same message again: kept, reported and alerted already
             log.info("mqtt_order_rejected_again", reject_id=reject_id, order_id=order_id, error=error["error"])
+            if dup:
+                self._rejected(reject_id, order_id, error, again=True)
             return
         # A conflict's body names the order itself: one order_id field, not two (a TypeError here left it unacked).
         log.error("mqtt_order_rejected", reject_id=reject_id, **({"order_id": order_id} | error))
+        self._rejected(reject_id, order_id, error, again=False)
+        self._wake.set()
+
+    def _rejected(self, reject_id: int, order_id: str | None, error: dict[str, Any], *, again: bool) -> None:
         self._bus.publish(
             MqttOrderRejected(
-                reject_id=reject_id, order_id=order_id, error=str(error["error"]), reason=str(error["reason"])
+                reject_id=reject_id,
+                order_id=order_id,
+                error=str(error["error"]),
+                reason=str(error["reason"]),
+                again=again,
             )
         )
-        self._wake.set()
 
     # ---- the loop: events out ---------------------------------------------------------------------------------
 
