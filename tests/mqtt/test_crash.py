@@ -120,12 +120,16 @@ async def test_sigkill_between_commit_and_puback_redelivers_and_prints_once(tmp_
 
 def _refused(order: dict, refused: str) -> dict:
     """Revision 2 of ``order`` (its change stored) sent again as what the agent refuses: a cancel at the stored
-    revision, the same revision with another note, or (invalid) a revision without items."""
+    revision, the same revision with another note, a revision without items (invalid), or one over api.max_body_bytes
+    (too_large: answered from its kept part by another path than the others)."""
     again = copy.deepcopy(order)
     if refused == "cancel":
         again.update(status="cancelled", cancel_reason="Gast weg")
     elif refused == "invalid":
         again.update(revision=3, items=[])
+    elif refused == "too_large":
+        again["revision"] = 3
+        again["items"][0]["note"] = "x" * 300 * 1024
     else:
         again["items"][0]["note"] = "mit Zwiebeln"
     return again
@@ -235,7 +239,7 @@ async def test_a_refused_message_the_broker_redelivers_after_a_crash_is_alerted_
 
 @pytest.mark.slow(seconds=8)
 @pytest.mark.crash
-@pytest.mark.parametrize("refused", ["cancel", "conflict", "invalid"])
+@pytest.mark.parametrize("refused", ["cancel", "conflict", "invalid", "too_large"])
 async def test_a_refused_message_whose_alarm_a_crash_lost_is_alerted_once_when_the_broker_redelivers_it(
     tmp_path: Path, printers: dict[str, SimPrinter], broker: Broker, backend: Backend, sink: SmtpSink, refused: str
 ) -> None:
@@ -246,10 +250,11 @@ async def test_a_refused_message_whose_alarm_a_crash_lost_is_alerted_once_when_t
     got = await _refuse_kill_redeliver(tmp_path, printers, broker, backend, sink, refused, alarm_stored=False)
     [alert] = got.mails
     body = alert.get_body(("plain",)).get_content()
-    named = "refused_000001" if refused == "invalid" else "A-1001"
+    mqtt = refused in ("invalid", "too_large")  # mqtt_invalid's alarm, not the intake's
+    named = "refused_000001" if mqtt else "A-1001"
     assert named in str(alert["Subject"]) + body and "weitere" not in body, body
     assert got.fires == [(1,)]
     assert got.metrics[("edge_order_conflicts_total", (("source", "mqtt"),))] == 0
-    error = "invalid_order" if refused == "invalid" else "conflict"
+    error = {"invalid": "invalid_order", "too_large": "request_entity_too_large"}.get(refused, "conflict")
     assert got.kept == [(error,)]
     assert got.metrics[("edge_mqtt_rejected_total", (("error", error),))] == 0
