@@ -19,8 +19,6 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
-from edge.alerts.alerter import Alerter
-from edge.alerts.mailer import Mailer
 from edge.api.deps import ApiDeps
 from edge.api.routes import make_api
 from edge.api.server import ApiServer
@@ -52,10 +50,11 @@ from edge.store.jobs import JobStore
 from edge.store.orders import OrderStore
 from edge.store.retention import OutboxReaders
 from edge.store.scans import BusinessDay, ScanStore
-from edge.sync import SyncService
 from edge.systemd import Notifier
 
 if TYPE_CHECKING:
+    from edge.alerts.alerter import Alerter
+    from edge.sync import SyncService
     from edge.sync.mqtt import MqttLink
 
 log = structlog.get_logger()
@@ -198,6 +197,9 @@ class Agent:
             ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)
             ready = asyncio.Event()  # set at READY (see Alerter)
             if s.smtp.host:
+                from edge.alerts.alerter import Alerter  # here: a box without mail never loads it
+                from edge.alerts.mailer import Mailer
+
                 self.alerter = Alerter(
                     settings=s,
                     db=db,
@@ -259,6 +261,8 @@ class Agent:
             # the spools so that it stops after them: their in-flight outcome is recorded before sync, outbox and
             # recovery are cancelled (an interrupted recovery run resumes at the next start).
             if s.central.url:
+                from edge.sync import SyncService  # here: a box without a central API never loads it
+
                 self.sync = SyncService(
                     s,
                     db=db,

@@ -330,3 +330,31 @@ async def test_edge_run_answers_help_and_mistakes_as_every_command_does() -> Non
     assert wrong.returncode == 2 and "unrecognized arguments: --bogus" in wrong.stderr, wrong.stderr
     listed = await edge("--help")
     assert listed.returncode == 0 and all(name in listed.stdout for name in ("run", "doctor", "setup-notifications"))
+
+
+async def test_a_box_without_mail_or_a_central_api_never_loads_their_code(tmp_path: Path) -> None:
+    """The real agent with neither [smtp] nor [central], Python's import log on: it starts, prints an order and
+    answers that alert mail and recovery are off, without importing the alerter, the mailer, the alert outbox or any
+    of edge.sync (before stop 83 every start imported them all, ~1 MB of an idle agent's 50 MB, issue 17)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    (order,) = orders(fresh(EXAMPLE), 1, receipt=False)
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, order))[0] == 201
+            await wait_until(lambda: any(order["number"].encode() in job for job in kitchen.printed))
+            for path in ("/api/v1/alerts/outbox", "/api/v1/recovery/status"):
+                async with api.get(path) as response:
+                    assert response.status == 200 and (await response.json())["enabled"] is False, path
+        assert await agent.terminate() == 0
+        imported = set(imported_modules(agent.log.read_text(errors="replace")))
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
+    assert "edge.api.recovery" in imported  # the log is read right: the routes' modules were loaded
+    unneeded = {"edge.alerts.alerter", "edge.alerts.mailer", "edge.alerts.outbox", "edge.sync"}
+    assert {name for name in imported if name in unneeded or name.startswith("edge.sync.")} == set()

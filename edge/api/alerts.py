@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from edge.alerts.alerter import Alerter
 from edge.api.deps import ApiDeps
 from edge.api.errors import add_post, error_response, path_id
 
-ALERTER = web.AppKey("alerter", Alerter)
+if TYPE_CHECKING:
+    from edge.alerts.alerter import Alerter  # imported only when mail is configured ([smtp] host)
+
+ALERTER: web.AppKey[Alerter] = web.AppKey("alerter")
 _OFF = "alert mail is off: no SMTP server is configured ([smtp] host)"
 
 

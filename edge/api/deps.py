@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.alerts.alerter import Alerter
 from edge.api.auth import Authenticator
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
@@ -25,9 +24,10 @@ from edge.store.jobs import JobStore
 from edge.store.orders import OrderStore
 from edge.store.rows import PrintableJob
 from edge.store.scans import ScanStore
-from edge.sync import SyncService
 
 if TYPE_CHECKING:
+    from edge.alerts.alerter import Alerter  # imported only when mail is configured ([smtp] host)
+    from edge.sync import SyncService  # imported only when a central API is configured ([central] url)
     from edge.sync.mqtt import MqttLink  # imported only when [mqtt] is configured (it loads paho-mqtt)
 
 

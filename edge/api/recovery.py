@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from edge.api.deps import ApiDeps
 from edge.api.errors import add_post, error_response, path_id, query_limit
 from edge.errors import NotFoundError
 from edge.states import RunTrigger
-from edge.sync import SyncService
 
-SYNC = web.AppKey("sync", SyncService)
+if TYPE_CHECKING:
+    from edge.sync import SyncService  # imported only when a central API is configured ([central] url)
+
+SYNC: web.AppKey[SyncService] = web.AppKey("sync")
 _OFF = "recovery is off: no central API is configured ([central] url)"
 
 
