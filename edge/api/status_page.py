@@ -113,7 +113,7 @@ async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     """Everything the page and `edge status` show, as plain data."""
-    db, now = deps.db, deps.clock.wall()
+    db = deps.db
     counts = await deps.jobs.counts(NOT_DONE_JOB_STATES)
     printers = []
     for name in deps.settings.printers:
@@ -159,7 +159,6 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         for j in await deps.jobs.recent(state=JobState.DEAD, limit=_DEAD_LISTED)
     ]
     central, outbox = await _central(deps)
-    central_now = now - ((central or {}).get("box_minus_central_s") or 0.0)
     held = [  # tickets waiting for a person: the oldest first (they waited longest), the order they would print in
         {
             "id": j.id,
@@ -171,13 +170,13 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "variant": j.variant,  # a change or void ticket, named on the page: discarding a STORNO keeps the order
             "created_at": j.created_at,
             "held_at": j.held_at,
-            "waited_s": round(now - j.created_at),
+            # the wait and the age the hold reads (edge.printing.ages: the monotonic clock's, across a kill in this
+            # boot too), not the wall clock's: after a step those said 2 h for a ticket seconds old (boot83 F5)
+            "waited_s": round(deps.ages.waited(j)),
             "held_reason": j.held_reason,
             "reason_words": _HOLD_WORDS.get(j.held_reason, j.held_reason) if j.held_reason else "",
-            # the order's own time and age, as the hold decision takes them (edge.printing.ages): central's
-            # created_at, on central's clock once its answers told us how far ours is off
             "ordered_at": (ordered := order_time(j.order_created_at)),
-            "order_age_s": None if ordered is None else max(0, round(central_now - ordered)),
+            "order_age_s": None if ordered is None else max(0, round(deps.ages.age(j))),
         }
         for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)
     ]

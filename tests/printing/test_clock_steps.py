@@ -15,7 +15,7 @@ import pytest
 
 from edge.app import Agent
 from edge.sim.central import CentralSim
-from edge.sim.orders import make_order
+from edge.sim.orders import due_at, make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
@@ -420,3 +420,43 @@ async def test_an_all_clear_after_a_step_back_and_a_restart_is_not_dated_before_
     assert "BEHOBEN" in cleared["Subject"], cleared["Subject"]
     alarm_at = email.utils.parsedate_to_datetime(alarm["Date"]).timestamp()
     assert email.utils.parsedate_to_datetime(cleared["Date"]).timestamp() >= alarm_at, (alarm["Date"], cleared["Date"])
+
+
+@pytest.mark.parametrize("step_s", [-2 * 3600, 2 * 3600])
+async def test_held_tickets_show_their_real_wait_and_age_after_a_kill_and_a_start_with_the_clock_stepped(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path, step_s: int
+) -> None:
+    """Two tickets held as stale (stale after 3 s, the printer off that long); the agent is killed and starts again
+    in the same boot with its wall clock stepped 2 h (NTP, a person). The status API and page show each held ticket's
+    wait and its order's age as the hold reads them, seconds, not the stepped wall clock's. Before stop 83 (the boot83
+    probe, F5) they said "waited -7179 s, order 0 s old" after a step back and "order 2 h old" after one forward: a
+    person may discard an order seconds old, answered 201, as two hours stale."""
+    agent = agent_process(tmp_path, printers, extra="\n[printing]\nstale_ticket_min = 0.05\n")
+    await agent.start()
+    printers["kitchen"].set_offline(True)
+    db = tmp_path / "data" / "edge.db"
+    async with api_client(agent.port) as api:
+        taken = time.monotonic()
+        for seq in (1, 2):
+            order = due_at(
+                make_order(seq, print_receipt=False, created_at=datetime.now(UTC)), None
+            )  # as soon as may be
+            assert (await post(api, order))[0] == 201
+    await asyncio.sleep(3.5)
+    printers["kitchen"].set_offline(False)  # the spool looks again: too old by now, held
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'held'"), lambda r: r == [(2,)], what="held"
+    )
+    await agent.kill()
+    agent = AgentProcess(agent.config, agent.port, agent.log, env=wall_clock_off(wall_clock_shim, step_s))
+    await agent.start(timeout=30)
+    try:
+        async with api_client(agent.port) as api, api.get("/api/v1/status") as response:
+            held = (await response.json())["held_jobs"]
+        real = time.monotonic() - taken
+        assert len(held) == 2
+        for job in held:
+            assert 0 <= job["waited_s"] <= real + 1 and 0 <= job["order_age_s"] <= real + 1, (job, real)
+            assert job["waited_s"] >= 3 and job["order_age_s"] >= 3, (job, real)  # held at 3 s: not a fresh one
+    finally:
+        await agent.close()
