@@ -287,3 +287,47 @@ async def test_a_purged_orders_id_is_remembered_for_seen_days_after_its_purge_no
     assert order["id"] not in await seen()
     await printers["kitchen"].wait_for_printed(4)  # the last day's order prints after its 201
     assert len(printers["kitchen"].printed) == 4  # the order once, and each day's order
+
+
+@pytest.mark.parametrize("with_central", [False, True], ids=["no-central", "central-answers"])
+async def test_a_box_clock_jumping_weeks_ahead_purges_no_order_younger_than_retention_days(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], with_central: bool
+) -> None:
+    """retention.days = 1; three orders printed seconds apart; the box clock jumps 40 days ahead while retention runs,
+    then is put right. Every order is still there (a reprint of the first is taken): retention's "now" is never past
+    central's clock, nor more than a 24th of retention.days past the newest order's own time. Before stop 83 (the
+    boot83 probe, F6) it could be a day past either, so with retention.days = 1 orders seconds old were purged (all
+    three where central had answered; a reprint 404), against docs/operations.md's "purges nothing early"."""
+    clock = SteppedClock()
+    central = CentralSim("test-store", token="central-token", strict=False)
+    await central.start()
+    link = {"url": central.url, "token": "central-token", "start_jitter_s": 0} if with_central else {}
+    try:
+        agent = await make_agent(
+            clock=clock, retention={"days": 1, "every_s": 0.2}, **({"central": link} if link else {})
+        )
+        if with_central:
+            assert agent.deps is not None and agent.deps.sync is not None
+            central_time = agent.deps.sync.central_time
+            await eventually(
+                lambda: asyncio.sleep(0, central_time.wall() if central_time else None), bool, what="central's Date"
+            )
+        async with api_client(agent) as api:
+            for seq in (1, 2, 3):
+                assert (await post(api, make_order(seq, print_receipt=False)))[0] == 201
+                await asyncio.sleep(0.3)
+            await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+            with structlog.testing.capture_logs() as logs:
+                clock.step(40 * 86400)
+
+                async def retention_ran() -> int:
+                    return sum(line["event"] in ("retention_clock_ahead", "orders_purged") for line in logs)
+
+                await eventually(retention_ran, lambda n: n >= 1, what="a retention run on the jumped clock")
+                await asyncio.sleep(0.5)  # a run or two more
+                clock.step(-40 * 86400)
+            assert await db_rows(agent.db.path, "SELECT COUNT(*) FROM orders") == [(3,)]
+            async with api.post("/api/v1/orders/ord_000001/reprint") as response:
+                assert response.status in (200, 201, 202), await response.text()
+    finally:
+        await central.stop()
