@@ -37,7 +37,11 @@ _STATE_FILE = "health-state.json"
 @dataclasses.dataclass
 class HealthState:
     failures: int = 0  # failed checks in a row
-    since: float | None = None  # wall time of the first of them, for the mail
+    since: float | None = None  # wall time of the first of them, for the mail ...
+    # ... and its monotonic time and boot: in this boot the mail tells it on the clock as it is now (NTP may have set
+    # a 1970 clock since: "down since 1970", the boot83 probe, F8)
+    since_mono: float | None = None
+    since_boot: str = ""
     alerted: bool = False  # the last mail said: down
     mailed_mono: float | None = None  # monotonic time of the last "down" mail: the storm guard's window ...
     boot_id: str = ""  # ... which means something only within the same boot
@@ -130,14 +134,19 @@ class AgentDownAlert:
         if state.owed and not (healthy and state.alerted):  # an owed "down" mail is superseded by the all-clear
             await self._send_owed(state)
         if healthy:
-            back = dataclasses.replace(state, failures=0, since=None, alerted=False)
+            back = dataclasses.replace(state, failures=0, since=None, since_mono=None, since_boot="", alerted=False)
             if state.alerted:  # the last mail said down
                 await self._send(told=back, untold=state, healthy=True, reason=reason, since=self._clock.wall())
             elif back != state:  # unchanged, it is not written again: the timer runs every minute, on an SD card
                 await self._save(back)
             return
         state.failures += 1
-        state.since = state.since or self._clock.wall()
+        if state.since is None:
+            state.since, state.since_mono, state.since_boot = (
+                self._clock.wall(),
+                self._clock.mono(),
+                self._clock.boot() or "",
+            )
         log.error("agent_unhealthy", reason=reason, failures=state.failures)
         if state.alerted or state.failures < FAILURES_BEFORE_ALERT:
             await self._save(state)
@@ -151,7 +160,14 @@ class AgentDownAlert:
         told = dataclasses.replace(
             state, alerted=True, mailed_mono=self._clock.mono(), boot_id=self._clock.boot() or "", guarded=0
         )
-        await self._send(told=told, untold=state, healthy=False, reason=reason, since=state.since)
+        await self._send(told=told, untold=state, healthy=False, reason=reason, since=self._since(state))
+
+    def _since(self, state: HealthState) -> float:
+        """When the outage began, on the wall clock as it is now where this boot's monotonic clock tells it."""
+        assert state.since is not None
+        if state.since_mono is not None and state.since_boot and state.since_boot == self._clock.boot():
+            return self._clock.wall_at(state.since_mono)
+        return state.since
 
     async def _send(self, *, told: HealthState, untold: HealthState, healthy: bool, reason: str, since: float) -> None:
         mail = agent_down_mail(self._settings, healthy=healthy, reason=reason, since=since, more=untold.guarded)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge.api.client import call_agent
-from edge.clock import Clock, SteppedClock
+from edge.clock import Clock, SteppedClock, shown_at
 from edge.config import Settings
 from edge.ops.health import health
 from edge.sim.printer import SimPrinter
@@ -24,6 +24,7 @@ from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, FakeClock
 from tests.alerts.helpers import WRONG, login_settings, restarted, two_alarms, with_password
 from tests.helpers import agent_process, edge
+from tests.printing.conftest import YEARS_56
 
 # Not ready for a reason the agent does not alert about itself.
 DOWN = (503, {"ready": False, "checks": {"migrations_current": {"ok": False, "detail": "schema 15, agent expects 16"}}})
@@ -332,3 +333,24 @@ async def test_the_agent_down_mail_says_since_when_in_the_stores_time(
     [mail] = plain_sink.messages
     text = mail.get_body(("plain",)).get_content()
     assert "since 2026-10-25 02:40:00 CET" in text, text
+
+
+async def test_the_agent_down_mail_after_ntp_set_a_1970_clock_says_since_when_on_the_right_clock(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink
+) -> None:
+    """A box without a battery boots at 1970 and the agent does not come up; the health timer's first failed check
+    is at 1970, NTP then sets the clock, and the second check mails: "not ready since" the first check's moment on
+    the corrected clock, a minute ago, not 1970. Before stop 83 (the boot83 probe, F8) the mail said "since
+    1970-01-01 00:01:00 UTC": the first check's wall time kept as it was read."""
+    settings = mail_settings(make_settings, plain_sink)
+    agent, clock = FakeAgent(), SteppedClock()
+    clock.step(-YEARS_56)
+    await health(settings, agent, alert=True, clock=clock)
+    clock.advance(60)
+    clock.step(YEARS_56)  # NTP
+    await health(settings, agent, alert=True, clock=clock)
+    [mail] = plain_sink.messages
+    text = mail.get_body(("plain",)).get_content()
+    zone = settings.agent.timezone
+    first = {shown_at(clock.wall() - back, zone) for back in (60, 61)}  # the real time between the two reads
+    assert any(f"since {at}" in text for at in first) and "1970" not in text, (text, first)
