@@ -74,7 +74,7 @@ from edge.printing.spooler import retry_delay
 from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET, fault_of
 from edge.printing.text import UNPRINTABLE_NOTE, quoted
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
-from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
+from edge.store.alerts import AlertStore, Audience, ClockMark, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
 from edge.store.identity import in_service_since
 from edge.store.jobs import JobStore
@@ -322,6 +322,7 @@ class Alerter:
         self._folded.set()
         self._stopping = False
         self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
+        self._clock_mark_owed = False  # this boot's first run: its anchor not kept in the store yet (see _follow_clock)
 
     # ---- sources -------------------------------------------------------------------------------------------
 
@@ -836,30 +837,50 @@ class Alerter:
     async def _follow_clock_now(self) -> None:
         wall, mono = self.clock.wall(), self.clock.mono()
         if self._clock_anchor is None:  # first look at the tables in this run
-            # A step between the last run of this boot and this one (NTP setting a box that booted years behind while
-            # the agent was stopped) is a step like any other: the last clean stop is the anchor. Else an alarm queued
-            # then was mailed as a reminder of an outage "since 2021".
-            self._clock_anchor = await self._jobs.last_stop()
-            if self._clock_anchor is None:
+            # A step between an earlier run of this boot and this one (NTP setting a box that booted years behind while
+            # the agent was down) is a step like any other, measured from when the tables last matched the clock: the
+            # mark kept with each move of them. Else an alarm queued then was mailed as a reminder of an outage "since
+            # 2021". Not the last clean stop (a store of an older release has only that): a run killed after it had
+            # followed a step left it behind, and the next start took the step again; with none in this boot (a kill
+            # in its first run) no step was taken at all (the boot83 probe, F2 and F4).
+            self._clock_anchor = await self._store.clock_mark(self.clock.boot()) or await self._jobs.last_stop()
+            if self._clock_anchor is None:  # this boot's first run: it owes its later runs the mark they measure from
                 await self._store.clamp_future(wall)
-                self._clock_anchor = (wall, mono)
-                return
+                self._clock_anchor, self._clock_mark_owed = (wall, mono), True
         anchor = self._clock_anchor
         stepped = (wall - anchor[0]) - (mono - anchor[1])
         if abs(stepped) < _CLOCK_STEP_MIN_S:
+            if self._clock_mark_owed:
+                await self._keep_clock_mark(anchor)
             return
         self._clock_anchor = (wall, mono)  # set before awaiting: another loop must not move the times again
         try:
-            await self._store.shift_times(stepped)
+            await self._store.shift_times(stepped, self._clock_mark(wall, mono))
         except StoreError:
             self._clock_anchor = anchor  # moved at the next try
             raise
+        self._clock_mark_owed = False  # kept with the move
         # The mail loop may have planned its sleep on the old times (read between the step and this move): its plan
         # moves too, and it plans again now, or a retry due in a second would wait up to 30 ticks.
         if self._next_mail_at is not None:
             self._next_mail_at += stepped
         self._new_mail.set()
         log.warning("clock_stepped", seconds=round(stepped, 1), note="alert timers moved with it")
+
+    def _clock_mark(self, wall: float, mono: float) -> ClockMark | None:
+        boot = self.clock.boot()
+        return None if boot is None else ClockMark(boot=boot, wall=wall, mono=mono)
+
+    async def _keep_clock_mark(self, anchor: tuple[float, float]) -> None:
+        mark = self._clock_mark(*anchor)
+        try:
+            if mark is not None:
+                await self._store.keep_clock_mark(mark)
+        except StoreError:
+            # A card that takes no write now does not stop the look: the fold after it mails the storage alarm
+            # directly, which it did before the mark was kept. Kept at a later look.
+            return
+        self._clock_mark_owed = False
 
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""

@@ -21,6 +21,7 @@ _DIGEST_META = "alerts_last_digest"
 _MAIL_DATED_META = "alerts_last_mail_dated"  # the last mail's Date: a restart dates none before it
 _DOWN_META = "{}_down_since"  # when a link (central, mqtt) went down (MonoTime), kept while it is down
 _LOGIN_REST_META = "alerts_login_rest"  # the relay's rest after it refused the login (LoginRest), across restarts
+_CLOCK_META = "alerts_clock"  # when the stored times last matched the wall clock (ClockMark), for a later run's start
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -171,6 +172,17 @@ class MonoTime:
     the wall clock did between them."""
 
     boot: str
+    mono: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClockMark:
+    """A moment the stored alert times matched the wall clock, on both clocks of one boot: a later run of that boot
+    measures a step of the wall clock since (wall time moving unlike monotonic time) from it, whether the runs between
+    stopped cleanly or were killed."""
+
+    boot: str
+    wall: float
     mono: float
 
 
@@ -732,10 +744,21 @@ class AlertStore:
             else:
                 await conn.execute(UPSERT_META, (_DOWN_META.format(link), json.dumps(_mono_json(since))))
 
-    async def shift_times(self, seconds: float) -> None:
+    async def clock_mark(self, boot: str | None) -> tuple[float, float] | None:
+        """(wall, monotonic) time of the last ClockMark kept, if it was in ``boot`` (this one: its runs share the
+        monotonic clock); None otherwise (a reboot, no boot id, a store from before stop 83)."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_CLOCK_META,))
+        kept = json.loads(row[0]) if row is not None else {}
+        if boot is None or kept.get("boot") != boot:
+            return None
+        return float(kept["wall"]), float(kept["mono"])
+
+    async def shift_times(self, seconds: float, mark: ClockMark | None) -> None:
         """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so
-        the durations stay as they were (and times written before the step become the true ones)."""
+        the durations stay as they were (and times written before the step become the true ones). ``mark``: the
+        moment they match the clock again, kept in the same commit, so no later start takes the step once more."""
         async with self._db.transaction() as conn:
+            await _keep_clock_mark(conn, mark)
             await conn.execute(
                 "UPDATE alert_groups SET first_at = first_at + ?1, changed_at = changed_at + ?1,"
                 " last_sent_at = last_sent_at + ?1, critical_mail_at = critical_mail_at + ?1",
@@ -759,6 +782,11 @@ class AlertStore:
                 " WHERE key = ?2",
                 (seconds, _LOGIN_REST_META),
             )
+
+    async def keep_clock_mark(self, mark: ClockMark) -> None:
+        """The stored times match the wall clock at ``mark``: a later run of its boot measures a step from it."""
+        async with self._db.transaction() as conn:
+            await _keep_clock_mark(conn, mark)
 
     async def clamp_future(self, now: float) -> None:
         """Times after ``now`` were written by a clock that was ahead (or before a restart with a clock behind):
@@ -848,6 +876,12 @@ async def _record_told(conn: aiosqlite.Connection, key: str, *, kind: str, at: f
         "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, ?, ?, ?)",
         (at, key, "mailed" if mailed else "digest", kind, count),
     )
+
+
+async def _keep_clock_mark(conn: aiosqlite.Connection, mark: ClockMark | None) -> None:
+    if mark is not None:
+        value = json.dumps({"boot": mark.boot, "wall": mark.wall, "mono": mark.mono})
+        await conn.execute(UPSERT_META, (_CLOCK_META, value))
 
 
 async def _insert_mail(

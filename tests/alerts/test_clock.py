@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from edge.config import Settings
 from edge.events import CentralLinkChanged, EventBus, MqttConnectionChanged, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
@@ -36,7 +38,18 @@ from tests.alerts.helpers import (
     run,
     subject,
 )
-from tests.helpers import db_rows, eventually, wait_until, waits_shown
+from tests.helpers import (
+    agent_process,
+    api_client,
+    db_rows,
+    edge,
+    eventually,
+    log_events,
+    post,
+    wait_until,
+    waits_shown,
+    wall_clock_off,
+)
 
 EIGHT_HOURS = 8 * 3600
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -622,3 +635,104 @@ async def test_an_alarm_queued_while_the_clock_was_years_behind_is_mailed_as_an_
     since = dt.datetime.fromtimestamp(clock.wall() - 51, ZoneInfo(settings.agent.timezone or "UTC"))
     body = mail.get_body(("plain",)).get_content()
     assert f"Seit: {since:%d.%m.%Y}" in body, body
+
+
+def plain_relay_mail(relay: SmtpSink) -> str:
+    """Config for an agent process mailing through ``relay`` at once, its checks every 0.2 s."""
+    return (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\nsender = "edge@store.test"\n\n'
+        '[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ndisk_free_min_mb = 0\n'
+        "check_interval_s = 0.2\n"
+    )
+
+
+def with_wall_clock_off(agent: AgentProcess, shim: Path, seconds: int) -> AgentProcess:
+    """The agent of ``agent``'s config, port and log, to start again in the same boot with its wall clock ``seconds``
+    off the box's (0: the box's own)."""
+    return AgentProcess(agent.config, agent.port, agent.log, env=wall_clock_off(shim, seconds) if seconds else None)
+
+
+async def front_down_with_its_receipt(
+    agent: AgentProcess, printers: dict[str, SimPrinter], relay: SmtpSink, wall_off: int = 0
+) -> None:
+    """The front printer unplugged while an order's receipt (and its kitchen ticket) waits, the order made on the
+    agent's clock (``wall_off`` from the box's): its alarm mailed, so the rules of this run have looked at the clock."""
+    printers["front"].set_offline(True)
+    made = dt.datetime.fromtimestamp(int(time.time()) + wall_off, dt.UTC)
+    async with api_client(agent.port) as api:
+        assert (await post(api, make_order(90, prefix="front", created_at=made)))[0] == 201
+    await wait_until(
+        lambda: any("Drucker front" in subject(mail) for mail in relay.messages), 25, "the front printer's alarm"
+    )
+
+
+@pytest.mark.parametrize("step", [-2 * 3600, 2 * 3600], ids=["back", "ahead"])
+async def test_a_silence_keeps_its_length_when_the_run_that_followed_a_clock_step_is_killed_and_started_again(
+    tmp_path: Path, printers: dict[str, SimPrinter], relay: SmtpSink, wall_clock_shim: Path, step: int
+) -> None:
+    """The manager silences the kitchen printer's alarm for an hour; the agent stops cleanly and starts again in the
+    same boot with the wall clock 2 h back (or ahead: NTP set it meanwhile), follows that step (the silence still has
+    its hour), and is killed (watchdog, OOM); it starts again, same boot, same clock; the kitchen printer goes off with
+    a ticket waiting. The silence still ends an hour after it was set, and nothing about the kitchen is mailed. Before
+    stop 83 (the boot83 probe, F2) the start took the step again, measured from the clean stop no start cleared: the
+    silence ended an hour early and the kitchen's alarm was mailed inside the silenced hour (or held 3 h)."""
+    agent = agent_process(tmp_path, printers, extra=plain_relay_mail(relay))
+    await agent.start(timeout=30)
+    try:
+        done = await edge("alerts", "silence", "printer_offline:kitchen", "1h", "--config", str(agent.config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        silenced = time.time()
+    finally:
+        assert await agent.terminate() == 0
+    agent = with_wall_clock_off(agent, wall_clock_shim, step)
+    await agent.start(timeout=30)
+    try:
+        await wait_until(lambda: "clock_stepped" in agent.log.read_text(), 15, "the step followed")
+    finally:
+        await agent.kill()
+    agent = with_wall_clock_off(agent, wall_clock_shim, step)
+    await agent.start(timeout=30)
+    try:
+        printers["kitchen"].set_offline(True)
+        await front_down_with_its_receipt(agent, printers, relay, step)
+        [(ends_at,)] = await db_rows(tmp_path / "data" / "edge.db", "SELECT ends_at FROM alert_silences")
+    finally:
+        await agent.close()
+    assert abs(ends_at - step - (silenced + 3600)) < 60, f"the silence ends {ends_at - step - silenced:.0f} s after set"
+    assert [subject(mail) for mail in relay.messages if "Drucker kitchen nicht" in subject(mail)] == []
+    assert [event["seconds"] for event in log_events(agent.log) if event.get("event") == "clock_stepped"] == [
+        pytest.approx(step, abs=5)
+    ]
+
+
+async def test_an_alarm_of_a_run_killed_at_1970_is_no_reminder_after_ntp_set_the_clock_before_the_next_start(
+    tmp_path: Path, printers: dict[str, SimPrinter], relay: SmtpSink, wall_clock_shim: Path
+) -> None:
+    """A box booted at 1970 (no battery clock): the kitchen printer is off with a ticket waiting, its alarm is mailed;
+    the agent is killed (watchdog, OOM), NTP sets the clock to now meanwhile, and it starts again in the same boot.
+    Nothing changed for the manager: no reminder (repeat_interval_s is 4 h), and the alarm's first time moved with
+    the step. Before stop 83 (the boot83 probe, F4) with no clean stop in this boot the start took no step: a reminder
+    "ERINNERUNG … Seit: 01.01.1970" was mailed seconds after it, first_at still 1970."""
+    agent = with_wall_clock_off(
+        agent_process(tmp_path, printers, extra=plain_relay_mail(relay)), wall_clock_shim, 40 - int(time.time())
+    )
+    await agent.start(timeout=30)
+    try:
+        printers["kitchen"].set_offline(True)
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        [alarm] = await relay.wait_for(1, timeout=25)
+    finally:
+        await agent.kill()
+    assert "STÖRUNG" in subject(alarm) and "Drucker kitchen" in subject(alarm), subject(alarm)
+    agent = with_wall_clock_off(agent, wall_clock_shim, 0)
+    await agent.start(timeout=30)
+    try:
+        await front_down_with_its_receipt(agent, printers, relay)
+        [(first_at,)] = await db_rows(
+            tmp_path / "data" / "edge.db", "SELECT first_at FROM alert_groups WHERE key = 'printer_offline:kitchen'"
+        )
+    finally:
+        await agent.close()
+    assert [subject(mail) for mail in relay.messages if "ERINNERUNG" in subject(mail)] == []
+    assert first_at > time.time() - 120, f"first_at {first_at}"
