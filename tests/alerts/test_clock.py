@@ -18,12 +18,13 @@ from edge.alerts.mailer import Mailer
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
+from edge.errors import StoreError
 from edge.events import CentralLinkChanged, EventBus, MqttConnectionChanged, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
-from edge.store.alerts import AlertStore
+from edge.store.alerts import AlertStore, ClockMark
 from edge.store.db import Database
 from edge.store.jobs import JobStore
 from tests.alerts.conftest import FakeClock
@@ -635,6 +636,51 @@ async def test_an_alarm_queued_while_the_clock_was_years_behind_is_mailed_as_an_
     since = dt.datetime.fromtimestamp(clock.wall() - 51, ZoneInfo(settings.agent.timezone or "UTC"))
     body = mail.get_body(("plain",)).get_content()
     assert f"Seit: {since:%d.%m.%Y}" in body, body
+
+
+async def test_a_first_look_whose_clock_mark_the_card_refuses_still_stores_the_alarm_and_keeps_the_mark_later(
+    alert_settings: Callable[..., Settings],
+    clock: FakeClock,
+    sink: SmtpSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A boot's first run owes the store the clock mark later runs of the boot measure a step from; the card refuses
+    that write at the first look (full, or read-only for a while): the look goes on, the kitchen printer's alarm is
+    stored and mailed, and the mark is kept at the next look. Killed, the clock set 2 h back, started in the same
+    boot: the step is taken (the alarm's first time moves with it). A first look that raised on the mark would have
+    stopped every round before its fold, which mails the storage alarm directly."""
+    settings = alert_settings()
+    db_path = tmp_path / "data" / "edge.db"
+    keep = AlertStore.keep_clock_mark
+
+    async def refused(store: AlertStore, mark: ClockMark) -> None:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(AlertStore, "keep_clock_mark", refused)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        alerter.on_event(offline())
+        await run(alerter)
+        assert await db_rows(db_path, "SELECT key FROM alert_groups") == [("printer_offline:kitchen",)]
+        clock.advance(31)  # its group wait
+        await run(alerter)
+        [alarm] = sink.messages
+        assert "STÖRUNG" in subject(alarm), subject(alarm)
+        monkeypatch.setattr(AlertStore, "keep_clock_mark", keep)
+        clock.advance(5)
+        await alerter.step()
+    finally:
+        await db.close()
+    clock.advance(20)
+    clock.step(-2 * 3600)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        await alerter.step()
+    finally:
+        await db.close()
+    [(first_at,)] = await db_rows(db_path, "SELECT first_at FROM alert_groups")
+    assert abs(first_at - (clock.wall() - 56)) < 1, first_at - clock.wall()
 
 
 def plain_relay_mail(relay: SmtpSink) -> str:
