@@ -228,10 +228,10 @@ def _run_whole(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], begin: bo
 
 def _run_alone(
     conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path, sync_unchanged: bool
-) -> tuple[T, float | None]:
+) -> tuple[T, _Fsync | None]:
     """On the writer's thread, for a write nobody waits to join: BEGIN, the body, COMMIT and the WAL's fsync in one
-    trip; returns the body's result and how long the fsync took (None: none, see _synced_if_changed). Nothing is left
-    open whatever fails."""
+    trip; returns the body's result and the fsync's times (None: none, see _synced_if_changed). Nothing is left open
+    whatever fails."""
     changes = conn.total_changes
     try:
         result = _run_whole(conn, body, begin=True)
@@ -244,8 +244,16 @@ def _run_alone(
     return result, _synced_if_changed(conn, path, changes, sync_unchanged)
 
 
-def _synced_if_changed(conn: sqlite3.Connection, path: Path, changes: int, sync_unchanged: bool) -> float | None:
-    """On the writer's thread, after a COMMIT: the WAL's fsync, and how long it took; None, without one, when the
+@dataclasses.dataclass(frozen=True)
+class _Fsync:
+    """One fsync of the WAL that succeeded: when it began (monotonic) and how long it took."""
+
+    started: float
+    took: float
+
+
+def _synced_if_changed(conn: sqlite3.Connection, path: Path, changes: int, sync_unchanged: bool) -> _Fsync | None:
+    """On the writer's thread, after a COMMIT: the WAL's fsync, and its times; None, without one, when the
     transaction changed no row (``changes``: the connection's total_changes when it began) and nothing before it
     waits for an fsync (``sync_unchanged`` False, see Database._must_sync). StoreUnavailableError if it fails."""
     if conn.total_changes == changes and not sync_unchanged:
@@ -255,7 +263,7 @@ def _synced_if_changed(conn: sqlite3.Connection, path: Path, changes: int, sync_
         sync_to_disk(_wal(path), data_only=True)
     except OSError as err:
         raise _sync_failure(path, err) from err
-    return time.monotonic() - started
+    return _Fsync(started, time.monotonic() - started)
 
 
 class _GroupFailed(Exception):
@@ -268,10 +276,10 @@ class _GroupFailed(Exception):
 
 def _run_closing(
     conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path, group_changes: int, sync_unchanged: bool
-) -> tuple[T, float | None]:
+) -> tuple[T, _Fsync | None]:
     """On the writer's thread, for a write that joins an open group nobody else waits to join: the body, then the
     group's COMMIT and the WAL's fsync in the same trip (as ``_run_alone``, ``group_changes`` the connection's
-    total_changes when the group began); returns the body's result and how long the fsync took. A failing body rolls
+    total_changes when the group began); returns the body's result and the fsync's times. A failing body rolls
     back to its savepoint only, before the COMMIT: the group goes on as before. A failing COMMIT rolls the whole group
     back; it, or a failing fsync, raises _GroupFailed."""
     result = _run_whole(conn, body, begin=False)
@@ -389,6 +397,10 @@ class Database:
         self._committer: asyncio.Task[None] | None = None
         self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
         self._syncer: asyncio.Task[None] | None = None
+        # When an fsync of the WAL was last seen failing (monotonic), until one begun after it succeeds: the commits
+        # before it may not be durable, so no write is answered before such an fsync, not even one that changed nothing
+        # (a sender's retry would be told "duplicate" of an order a power cut takes back).
+        self._fsync_failed_at: float | None = None
         self._fsync_s = 0.0  # how long the WAL's fsync has taken lately (a moving average): the most worth lingering
         self.durable_writes = 0  # fsyncs that made writes durable: each one proves the card takes writes (see /ready)
         self._eager_at = -LINGER_ONLY_WITHIN_S  # monotonic time of the last write that does not linger
@@ -625,10 +637,10 @@ class Database:
                 started = time.monotonic()
                 with self._on_card():
                     await asyncio.to_thread(sync_to_disk, _wal(self.path), data_only=True)
-                self._measured_fsync(time.monotonic() - started)
+                self._measured_fsync(_Fsync(started, time.monotonic() - started))
             except OSError as err:
                 failure = _sync_failure(self.path, err)
-                self._set_write_problem(str(failure))
+                self._fsync_failed(failure)
                 for group in groups:
                     group.done.set_exception(failure)
                     group.done.exception()
@@ -667,18 +679,30 @@ class Database:
     def _must_sync(self, changed: bool) -> bool:
         """Whether a commit needs an fsync: one that changed no row (a sender's retry of an order stored, a start's
         check that finds no job to requeue) needs none of its own, unless an earlier commit's fsync is still to come:
-        its caller must not hear "done" before those are durable (a 200 for an order whose 201 waits for its fsync).
-        Rows are what the store's transactions change: the schema changes only in migrations, which run apart."""
-        return changed or bool(self._unsynced) or (self._syncer is not None and not self._syncer.done())
+        its caller must not hear "done" before those are durable (a 200 for an order whose 201 waits for its fsync),
+        nor after one failed, until one succeeds (a 200 for an order whose 503 said its fsync failed). Rows are what the
+        store's transactions change: the schema changes only in migrations, which run apart."""
+        waiting = bool(self._unsynced) or (self._syncer is not None and not self._syncer.done())
+        return changed or waiting or self._fsync_failed_at is not None
 
-    def _measured_fsync(self, took: float | None) -> None:
-        if took is None:  # the write changed nothing and synced nothing
+    def _fsync_failed(self, failure: StoreUnavailableError) -> None:
+        """A card that fails, as a full one is told; every write syncs until an fsync succeeds (see _must_sync)."""
+        self._fsync_failed_at = time.monotonic()
+        self._set_write_problem(str(failure))
+
+    def _measured_fsync(self, fsync: _Fsync | None) -> None:
+        if fsync is None:  # the write changed nothing and synced nothing
             return
         self.durable_writes += 1
+        # Only an fsync begun after the failure covers the commits that failure left unsynced (one running beside it,
+        # from the other thread, may have begun before them).
+        if self._fsync_failed_at is not None and fsync.started > self._fsync_failed_at:
+            self._fsync_failed_at = None
         if self.stall is not None:  # the card finished a write: it writes again
             stall, self.stall = self.stall, None
             if self.write_problem == stall:
                 self._set_write_problem(None)
+        took = fsync.took
         self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:
@@ -847,10 +871,16 @@ class Database:
             if alone:
                 if err is None:
                     self._measured_fsync(trip.result()[1])
+                elif isinstance(err, StoreUnavailableError):  # committed, its fsync failed (_synced_if_changed)
+                    self._fsync_failed(err)
             elif closing and isinstance(err, _GroupFailed):
                 assert group is not None
                 failed = err.error
-                err = self._store_error(failed) if isinstance(failed, sqlite3.Error) else failed
+                if isinstance(failed, sqlite3.Error):
+                    err = self._store_error(failed)
+                else:
+                    self._fsync_failed(failed)
+                    err = failed
                 self._group_closed(group, err)
             elif closing and err is None:
                 assert group is not None
@@ -871,8 +901,6 @@ class Database:
                 then()
             if isinstance(err, sqlite3.Error):
                 raise self._store_error(err) from err
-            if isinstance(err, StoreUnavailableError):  # its fsync failed: a card that fails, as a full one is told
-                self._set_write_problem(str(err))
             if err is not None:
                 raise err
             if cancelled:
