@@ -129,6 +129,18 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+async def _connect_reader(path: Path) -> aiosqlite.Connection:
+    """The connection reads go through: it never writes, and waits for a writer's lock as the writer does."""
+    reader = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await reader.execute("PRAGMA busy_timeout = 5000")
+        await reader.execute("PRAGMA query_only = ON")
+    except BaseException:
+        await reader.close()
+        raise
+    return reader
+
+
 async def _wait_out(task: asyncio.Future[Any]) -> bool:
     """Wait until ``task`` is done, even if the caller is cancelled meanwhile; True if it was."""
     cancelled = False
@@ -362,7 +374,9 @@ def _wal(path: Path) -> Path:
 
 def _sync_failure(path: Path, err: OSError) -> StoreUnavailableError:
     """Committed but maybe not durable: nobody is told "stored", senders retry."""
-    return StoreUnavailableError(f"database {path}: cannot sync the write-ahead log: {err}")
+    failure = StoreUnavailableError(f"database {path}: cannot sync the write-ahead log: {err}")
+    failure.__cause__ = err  # raised or not: Database._fsync_failed tells a removed WAL by it
+    return failure
 
 
 # A lingering write (a spool's claim or printed mark) waits at most this long, and never longer than two fsyncs have
@@ -401,6 +415,9 @@ class Database:
         # before it may not be durable, so no write is answered before such an fsync, not even one that changed nothing
         # (a sender's retry would be told "duplicate" of an order a power cut takes back).
         self._fsync_failed_at: float | None = None
+        # The WAL's fsync found no edge.db-wal: removed by hand while SQLite still writes to it (see _take_over_wal).
+        self._wal_removed = False
+        self._take_over_failed = SaidOnce("store_wal_take_over_failed", db=str(path))  # each write tries it again
         self._fsync_s = 0.0  # how long the WAL's fsync has taken lately (a moving average): the most worth lingering
         self.durable_writes = 0  # fsyncs that made writes durable: each one proves the card takes writes (see /ready)
         self._eager_at = -LINGER_ONLY_WITHIN_S  # monotonic time of the last write that does not linger
@@ -431,9 +448,7 @@ class Database:
             else:
                 await migrations_mod.check_not_newer(writer, migrations)
             await writer.execute("PRAGMA synchronous = NORMAL")  # Database._sync makes each commit durable
-            reader = await aiosqlite.connect(path, isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout = 5000")
-            await reader.execute("PRAGMA query_only = ON")
+            reader = await _connect_reader(path)
         except sqlite3.Error as err:
             await writer.close()
             raise failure(path, err) from err
@@ -531,6 +546,8 @@ class Database:
         try:
             if self._wal_refused and self._group is None:
                 await self._checkpoint_refused_wal()
+            if self._wal_removed and self._group is None:
+                await self._take_over_wal()
             yield
         finally:
             self._write_lock.release()
@@ -550,6 +567,46 @@ class Database:
             return
         self._checkpoint_failed.passed()
         self._wal_refused = row is None or row[0] != 0 or row[1] != row[2]  # busy, or frames left to copy
+
+    async def _take_over_wal(self) -> None:
+        """Before the next write after the WAL's fsync found no edge.db-wal (a technician's rm while the agent ran):
+        SQLite still appends to the removed file through its descriptor, so a crash would lose every commit since the
+        last checkpoint, orders answered 201 before the rm too, and the fsync by name can never succeed again. A
+        TRUNCATE checkpoint copies all of it into edge.db through that descriptor; edge.db is synced, which makes every
+        commit so far durable; new connections (the old ones closed once nothing reads through them) make a new WAL.
+        Until it succeeds (a reader holds an older snapshot), each write tries again, and is answered 503 meanwhile:
+        its fsync fails as before."""
+        try:
+            row = await (await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")).fetchone()
+            if row is None or row[0] != 0:
+                raise StoreError(f"database {self.path}: the checkpoint of the removed write-ahead log was blocked")
+            await asyncio.to_thread(sync_to_disk, self.path, data_only=True)
+            writer = await connect_writer(self.path)
+        except (OSError, sqlite3.Error, StoreError) as err:
+            self._take_over_failed.failed(str(err))
+            return
+        try:
+            await writer.execute("PRAGMA synchronous = NORMAL")
+            reader = await _connect_reader(self.path)
+        except BaseException as err:
+            await writer.close()
+            if not isinstance(err, sqlite3.Error):
+                raise
+            self._take_over_failed.failed(str(err))
+            return
+        self._take_over_failed.passed()
+        writer.row_factory = reader.row_factory = aiosqlite.Row
+        old = (self._writer, self._reader)
+        self._writer, self._direct, self._reader = writer, DirectConnection(writer._conn), reader
+        for conn in old:  # a read already queued on the old reader runs first: nothing writes until it is closed
+            await conn.close()
+        self._wal_removed = False
+        self._fsync_failed_at = None  # every commit is in edge.db, synced
+        log.warning(
+            "store_wal_taken_over",
+            db=str(self.path),
+            hint="edge.db-wal was removed while the agent ran: its commits are now in edge.db; do not remove it",
+        )
 
     async def _undo(self, group: _Group | None, err: BaseException) -> None:
         """Roll back one caller's writes (its savepoint); if SQLite ended the whole transaction, the group is lost."""
@@ -688,6 +745,7 @@ class Database:
     def _fsync_failed(self, failure: StoreUnavailableError) -> None:
         """A card that fails, as a full one is told; every write syncs until an fsync succeeds (see _must_sync)."""
         self._fsync_failed_at = time.monotonic()
+        self._wal_removed |= isinstance(failure.__cause__, FileNotFoundError)
         self._set_write_problem(str(failure))
 
     def _measured_fsync(self, fsync: _Fsync | None) -> None:
