@@ -111,6 +111,9 @@ class Spooler:
         self._task: asyncio.Task[None] | None = None
         self.current_job: int | None = None
         self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
+        # Claimed, the claim refused (committed or not: its fsync may have failed) and nothing of them sent: the
+        # requeue after a refused write puts them back in line unmarked, not as COPY like a job that may be half out.
+        self._unsent: list[int] = []
         self._storage = SaidOnce("spool_waits_for_storage", device_id=self.name)  # why commits fail, until one passes
         # A write failed (what it would have said of a claimed job may be lost with it), or a crash's requeue waits.
         self._unrecorded = requeue_first
@@ -268,10 +271,11 @@ class Spooler:
         for the next start (an acknowledged order that never printed)."""
         if self._confirmed:
             await self._commit_marks()
-        if interrupted := await self._jobs.requeue_interrupted(self.name, crashed=self._crashed):
+        if interrupted := await self._jobs.requeue_interrupted(self.name, crashed=self._crashed, unsent=self._unsent):
             event = "jobs_interrupted_by_crash" if self._crashed else "jobs_interrupted_by_storage"
             log.warning(event, device_id=self.name, job_ids=interrupted, action="reprinting marked COPY")
         self._unrecorded = self._crashed = False
+        self._unsent = []
 
     async def _record_contact(self) -> None:
         """What the store keeps of the printer: once the clear asked for at the start went out, it forgets it (a
@@ -341,6 +345,7 @@ class Spooler:
                 claim=[(job.id, job.revision, self._rendered_with(job)) for job, _ in ready]
             )
         except StoreUnavailableError as err:
+            self._unsent += [job.id for job, _ in ready]
             self._unrecorded = True
             self._storage.failed(str(err))
             return False

@@ -273,6 +273,17 @@ def _readable_as(rows: Sequence[Row], kind: type[Job]) -> list[Job]:
     return jobs
 
 
+async def _release(conn: Writer, printer: str, job_ids: Sequence[int]) -> None:
+    """Claimed jobs of ``printer`` never sent back in line, unmarked (see _RELEASED); a job no longer 'printing' is
+    left as it is."""
+    if job_ids:
+        await conn.execute(
+            f"UPDATE print_jobs SET {_RELEASED}"
+            " WHERE state = 'printing' AND printer = ? AND id IN (SELECT value FROM json_each(?))",
+            (printer, json.dumps(list(job_ids))),
+        )
+
+
 async def _replace_meta_under(conn: Writer, prefix: str, values: Mapping[str, str]) -> None:
     """The meta values under ``prefix`` become ``values`` (by the rest of the key), those not in it gone."""
     await conn.execute("DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(prefix), "prefix": prefix})
@@ -607,12 +618,7 @@ class JobStore:
                 await conn.executemany(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", [(_HELD_KEY + device,) for device in held]
                 )
-            if release:
-                await conn.execute(
-                    f"UPDATE print_jobs SET {_RELEASED}"
-                    " WHERE state = 'printing' AND printer = ? AND id IN (SELECT value FROM json_each(?))",
-                    (printer, json.dumps(list(release))),
-                )
+            await _release(conn, printer, release)
             if not claim:
                 return []
             # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
@@ -936,10 +942,14 @@ class JobStore:
                 )
         return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(self, printer: str | None = None, *, crashed: bool = True) -> list[int]:
+    async def requeue_interrupted(
+        self, printer: str | None = None, *, crashed: bool = True, unsent: Sequence[int] = ()
+    ) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
         cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
-        refused, or whose start's requeue it did). Returns the ones to print again.
+        refused, or whose start's requeue it did). ``unsent``: that printer's jobs known never sent (their claim
+        refused, its fsync failed after the COMMIT), released first as commit_marks releases. Returns the ones to
+        print again.
 
         After a crash the printers they were on are recorded, in the same commit, as holding what is left of them
         (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and an Epson
@@ -947,6 +957,8 @@ class JobStore:
         False). Each record names the device the printer reached in the run that crashed (remember_devices): renamed
         since, it is still that device."""
         async with self._db.transaction() as conn:
+            if printer is not None:
+                await _release(conn, printer, unsent)
             rows = await conn.execute_fetchall(
                 # pulse_lost 0: what a crash caught going out may have opened the drawer; twice is worse than none.
                 f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1, pulse_lost = 0"

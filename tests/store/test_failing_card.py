@@ -100,3 +100,37 @@ async def test_a_retry_of_an_order_whose_commit_was_never_synced_is_refused_unti
     finally:
         failing.unlink(missing_ok=True)
         await agent.close()
+
+
+@pytest.mark.slow(seconds=6)
+async def test_a_ticket_whose_claim_the_failing_card_did_not_sync_prints_once_unmarked(
+    tmp_path: Path, printers: dict[str, SimPrinter], fsync_counter_shim: Path
+) -> None:
+    """An order is stored while the kitchen printer is off; the WAL's fsync starts answering EIO
+    (scripts/slowfsync.c) and the printer comes back: the spool claims the ticket, the claim commits and its fsync
+    fails, so nothing is sent. Once the card syncs again the ticket prints once, unmarked: not a byte of it went out
+    before. Before stop 83 it printed marked COPY (storage83 F2, F4): the failed claim left the job 'printing', and the
+    requeue after the storage problem marked every such job COPY as if it might be half out."""
+    failing = tmp_path / "card-fails"
+    env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_FAIL_FILE": str(failing)}
+    agent = agent_process(tmp_path, printers, env=env)
+    db = tmp_path / "data" / "edge.db"
+    kitchen = printers["kitchen"]
+    order = fresh(make_order(1, print_receipt=False))
+    await agent.start()
+    try:
+        async with api_client(agent.port) as api:
+            kitchen.set_offline(True)
+            assert (await post(api, order))[0] == 201
+            await asyncio.sleep(0.5)  # the spool finds the printer off
+            failing.touch()
+            kitchen.set_offline(False)
+            claimed = "SELECT count(*) FROM print_jobs WHERE state = 'printing'"
+            await eventually(lambda: db_rows(db, claimed), lambda rows: rows[0][0] == 1, what="the ticket claimed")
+            failing.unlink()
+            [ticket] = await kitchen.wait_for_printed(1)
+            assert await db_rows(db, "SELECT copy FROM print_jobs") == [(0,)]
+            assert order["number"].encode() in ticket
+    finally:
+        failing.unlink(missing_ok=True)
+        await agent.close()
