@@ -95,7 +95,8 @@ def powercut_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def wall_clock_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scripts/wallclock.c built once per test process: an agent process under it has its wall clock set off by
-    ``WALLCLOCK_OFFSET_S`` seconds, its monotonic clock the box's (tests.helpers.wall_clock_off)."""
+    ``WALLCLOCK_OFFSET_S`` seconds, its monotonic clock the box's (tests.helpers.wall_clock_off), or the clocks a
+    suspend of ``SUSPENDED_S`` seconds leaves (tests.helpers.suspended)."""
     return build_shim(tmp_path_factory.mktemp("wallclock"), "wallclock.c")
 
 

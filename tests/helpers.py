@@ -278,6 +278,13 @@ def wall_clock_off(shim: Path, seconds: int) -> dict[str, str]:
     return {"LD_PRELOAD": str(shim), "WALLCLOCK_OFFSET_S": str(seconds)}
 
 
+def suspended(shim: Path, seconds: int) -> dict[str, str]:
+    """Environment for an agent process (AgentProcess's ``env``) started as if the box had slept ``seconds`` (a
+    suspend) since the test or an earlier run read the clocks: its wall clock and CLOCK_BOOTTIME that much ahead of
+    the box's, its CLOCK_MONOTONIC the box's, which a suspend does not move. ``shim``: the wall_clock_shim fixture."""
+    return {"LD_PRELOAD": str(shim), "SUSPENDED_S": str(seconds)}
+
+
 def reconfigure(agent: AgentProcess, data_dir: Path, printers: dict[str, int], **config: Any) -> None:
     """The config of ``agent`` (stopped) written again, as a technician changes it between runs: its port and token,
     ``printers`` (name -> loopback port), ``config``: more write_config arguments."""
