@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,7 @@ class ApiDeps:
     metrics: Metrics | None = None
     render_job: Callable[[PrintableJob], bytes] | None = None  # job -> ESC/POS bytes, for the status page preview
     renderer: Callable[[], Renderer] | None = None  # for test pages (edge/api/printing.py); blocking at first call
-    started_mono: float = dataclasses.field(default_factory=time.monotonic)  # on ``clock.mono()``: the uptime
+    started_mono: float = dataclasses.field(default_factory=SYSTEM_CLOCK.mono)  # on ``clock.mono()``: the uptime
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
     sync: SyncService | None = None  # None when no central API is configured
     clock: Clock = SYSTEM_CLOCK

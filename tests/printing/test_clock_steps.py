@@ -1,5 +1,5 @@
 """The box's wall clock jumps (NTP steps it by hours, a box without a battery boots in 1970): retry delays, staleness,
-paused-printer probing and failover timing do not change with it."""
+paused-printer probing and failover timing do not change with it. The box sleeps (a suspend): waits count the sleep."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tests.helpers import (
     mail_to,
     post,
     print_latency_sum,
+    suspended,
     until,
     wait_until,
     waits_shown,
@@ -229,6 +230,44 @@ async def killed_then_started_two_hours_ahead(
     again = AgentProcess(agent.config, agent.port, agent.log, env=wall_clock_off(shim, 2 * 3600))
     await again.start(timeout=30)
     return again, taken
+
+
+@pytest.mark.parametrize("end", ["stopped", "killed"])
+async def test_a_ticket_that_waited_past_its_stale_age_across_a_suspend_is_held_not_printed(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path, end: str
+) -> None:
+    """No central link, stale_ticket_min = 1. A kitchen ticket waits for its printer, switched off; the agent is
+    stopped cleanly (or killed), the box sleeps 60 s (a desktop image's idle suspend, a laptop's lid) and the agent
+    starts again in the same boot: the shim leaves CLOCK_MONOTONIC behind CLOCK_BOOTTIME by the sleep, as the kernel
+    does. The printer comes back: the ticket has waited over 60 s of real time and is held. Before stop 83 (the boot83
+    probe, F1) its wait was read on CLOCK_MONOTONIC, which does not count a suspend: a few seconds, and it printed
+    unmarked as fresh."""
+    agent = agent_process(tmp_path, printers, extra="\n[printing]\nstale_ticket_min = 1\n")
+    printers["kitchen"].set_offline(True)
+    await agent.start()
+    try:
+        async with api_client(agent.port) as api:
+            order = asap(make_order(1, print_receipt=False, created_at=datetime.now(UTC)))
+            assert (await post(api, order))[0] == 201
+        if end == "stopped":
+            assert await agent.terminate() == 0
+        else:
+            await agent.kill()
+    finally:
+        await agent.close()
+    agent = AgentProcess(agent.config, agent.port, agent.log, env=suspended(wall_clock_shim, 60))
+    await agent.start(timeout=30)
+    try:
+        printers["kitchen"].set_offline(False)
+        held = await eventually(
+            lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT state FROM print_jobs"),
+            lambda rows: bool(rows) and rows[0][0] in ("held", "printed"),
+            what="the ticket held or printed",
+        )
+        assert held == [("held",)]
+        assert printers["kitchen"].printed == []
+    finally:
+        await agent.close()
 
 
 async def test_fresh_tickets_of_an_agent_killed_and_started_with_the_clock_two_hours_ahead_print(
