@@ -217,6 +217,28 @@ async def test_an_order_and_its_change_arriving_in_one_group_commit_are_stored_i
     assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
 
 
+async def test_an_order_and_its_change_in_one_recovery_batch_are_stored_in_turn(tmp_path: Path) -> None:
+    """Revision 1 of an order and revision 2 (one pizza more) in one insert_many (recovery's one transaction): the
+    first is stored, the second updates it, in one commit, and the order, both revisions and its jobs at revision 2
+    are there. Stop 83's mutation run (mut83) removed the storing of the batch's earlier orders before a revision is
+    applied, and it survived: the change then finds no order row, the transaction fails, and each order is stored
+    alone (_each_alone) with the same outcome, in two commits after one rolled back instead of one."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        changed = order(1, revision=2)
+        changed["items"][0]["qty"] = 3
+        before = await asyncio.to_thread(wal_commits, path)
+        results = await OrderStore(db).insert_many([ROUTER.prepare(order(1), "push"), ROUTER.prepare(changed, "push")])
+        assert await asyncio.to_thread(wal_commits, path) - before == 1
+    finally:
+        await db.close()
+    assert [getattr(r, "outcome", r) for r in results] == ["stored", "updated"]
+    assert await db_rows(path, "SELECT revision FROM orders WHERE id = 'ord_1'") == [(2,)]
+    assert await db_rows(path, "SELECT revision FROM order_revisions ORDER BY revision") == [(1,), (2,)]
+    assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
+
+
 async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first(tmp_path: Path) -> None:
     """Three orders pushed at once share one commit and one received_at: the order list (the status page's) still
     shows the last to arrive first."""
