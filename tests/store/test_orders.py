@@ -239,6 +239,26 @@ async def test_an_order_and_its_change_in_one_recovery_batch_are_stored_in_turn(
     assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
 
 
+async def test_an_order_never_here_that_comes_cancelled_is_told_as_arrived_cancelled_and_nothing_prints(
+    tmp_path: Path,
+) -> None:
+    """An order not here before comes cancelled (its cancel overtook it on the other door): stored as it came, no job,
+    and the result says it arrived cancelled, which the intake counts and logs as received (tests/mqtt/test_intake.py
+    drives that from outside). Stop 83's mutation run (mut83): the flag left unset survived the store's tests."""
+    db = await Database.open(tmp_path / "edge.db")
+    try:
+        gone = order(1, revision=2, status="cancelled", cancel_reason="abgelehnt")
+        result = await OrderStore(db).insert(ROUTER.prepare(gone, "push"))
+    finally:
+        await db.close()
+    assert (result.outcome, result.job_ids, result.arrived_cancelled, result.after_cancel) == (
+        "cancelled",
+        (),
+        True,
+        False,
+    )
+
+
 async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first(tmp_path: Path) -> None:
     """Three orders pushed at once share one commit and one received_at: the order list (the status page's) still
     shows the last to arrive first."""
