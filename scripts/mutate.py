@@ -47,6 +47,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_changes.py",  # order revisions: where change tickets go, OrderRevised, receipts on change
         "tests/orders/test_cancel_first.py",  # the cancel route for an order not here (yet), and its conflict
         "tests/printing/test_loop_lag.py",  # an order of 500 items, validated off the loop
+        "tests/mqtt/test_intake.py",  # an order that arrives cancelled: received and cancelled told (OrderStored)
     ],
     "edge/store/orders.py": [
         "tests/store/test_orders.py",
@@ -61,6 +62,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/sync/test_recovery_settles.py",  # recovery's revisions of orders cancelled here or kept as history
         "tests/sync/test_history.py",  # a new box's history orders, remembered and not printed
         "tests/orders/test_unreadable_stored.py",  # a group commit one order fails: the others stored one by one
+        "tests/store/test_boot_waits.py",  # the boot each write notes for the waits a kill leaves (note_boot)
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
@@ -88,6 +90,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_changes.py",  # change tickets in turn, cancelled orders' jobs discarded, reprints
         "tests/printing/test_copies_and_originals.py",  # a person's COPY beside an original not printed yet
         "tests/api/test_job_reprint.py",  # a Reprint while a COPY is there: COPY_JUST_OUT_S, across clock steps
+        "tests/store/test_boot_waits.py",  # boot_waits (stop 82's kill tests run in a subprocess) and endings
     ],
 }
 
