@@ -20,9 +20,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = structlog.get_logger()
 
@@ -40,6 +44,12 @@ class Clock:
         ``boot``), not across boots. Not the event loop's clock: a difference with ``time.monotonic()`` is wrong by
         every suspend since the boot."""
         return _mono()
+
+    def synchronized(self) -> bool:
+        """Whether the kernel says a time service (systemd-timesyncd, chrony, ntpd) has set the wall clock: adjtimex(2)
+        does not answer TIME_ERROR (STA_UNSYNC). A box without a battery boots unsynchronized and stays so until NTP
+        answers; False where the system does not say."""
+        return _kernel_synchronized()
 
     def wall_at(self, mono: float) -> float:
         """A moment of the monotonic clock as the wall clock tells it now: after NTP stepped the wall clock, a time
@@ -71,6 +81,31 @@ def _boot_id() -> str | None:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
     except OSError:
         return None
+
+
+_TIME_ERROR = 5  # adjtimex(2)'s answer for a clock not synchronized (STA_UNSYNC), <sys/timex.h>
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library's global namespace (an LD_PRELOAD shim's adjtimex first, as for any caller); loaded once."""
+    import ctypes  # here: only a start after a reboot with tickets waiting asks
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _kernel_synchronized() -> bool:
+    """adjtimex(2) with modes 0 only reads; its struct timex is under 256 bytes on every Linux ABI."""
+    import ctypes
+
+    libc = _libc()
+    if libc is None or not hasattr(libc, "adjtimex"):
+        return False
+    timex = ctypes.create_string_buffer(512)
+    return libc.adjtimex(timex) not in (-1, _TIME_ERROR)
 
 
 SYSTEM_CLOCK = Clock()

@@ -8,6 +8,8 @@
  *                            (clock_gettime(2): it does not count a suspend), so it is N seconds behind CLOCK_BOOTTIME
  *
  * Only CLOCK_REALTIME, CLOCK_BOOTTIME (and their twins), gettimeofday and time() move; CLOCK_MONOTONIC does not.
+ * A clock set off is not one NTP set: with an offset, adjtimex says the clock is not synchronized (STA_UNSYNC),
+ * whatever the test host's kernel says (edge/clock.py Clock.synchronized).
  * Built by the tests (edge/sim/powercut.py build_shim): cc -shared -fPIC -O2 -o wallclock.so wallclock.c -ldl
  */
 #define _GNU_SOURCE
@@ -15,11 +17,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <time.h>
 
 static long offset_s, suspended_s;
 static int (*real_clock_gettime)(clockid_t, struct timespec *);
 static int (*real_gettimeofday)(struct timeval *, void *);
+static int (*real_adjtimex)(struct timex *);
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void setup(void) {
@@ -29,6 +33,7 @@ static void setup(void) {
     offset_s = (off ? atol(off) : 0) + suspended_s;
     real_clock_gettime = dlsym(RTLD_NEXT, "clock_gettime");
     real_gettimeofday = dlsym(RTLD_NEXT, "gettimeofday");
+    real_adjtimex = dlsym(RTLD_NEXT, "adjtimex");
 }
 
 int clock_gettime(clockid_t id, struct timespec *ts) {
@@ -51,4 +56,14 @@ time_t time(time_t *out) {
     clock_gettime(CLOCK_REALTIME, &ts);
     if (out) *out = ts.tv_sec;
     return ts.tv_sec;
+}
+
+int adjtimex(struct timex *buf) {
+    pthread_once(&once, setup);
+    int rc = real_adjtimex(buf);
+    if (rc != -1 && offset_s) {
+        buf->status |= STA_UNSYNC;
+        rc = TIME_ERROR;
+    }
+    return rc;
 }
