@@ -212,6 +212,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "scanners": [scanner_json(reader) for reader in deps.scanners.values()],
         "queued": sum(p["queued"] for p in printers),
         "oldest_waiting_s": round(oldest) if oldest is not None else None,  # on the monotonic clock, as held
+        "waiting_for_clock": len(deps.ages.unconfirmed()),  # from before a reboot, aged once the clock is confirmed
         "orders": orders,
         "dead_jobs": dead,  # the newest _DEAD_LISTED
         "dead_count": sum(n for (_, state), n in counts.items() if state == JobState.DEAD),

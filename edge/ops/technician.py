@@ -78,7 +78,10 @@ def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None
         lines.append(f"  {p['name']:<16} {state} {p['queued']:>4} waiting {p['dead']:>3} dead  {p['detail']}".rstrip())
     oldest = data["oldest_waiting_s"]
     queue_level = "ok" if not data["queued"] else ("warn" if (oldest or 0) < 300 else "fail")
-    lines.append(_paint(queue_level, f"queue: {data['queued']} waiting, oldest {_ago(oldest)}", colour))
+    # tickets from before a reboot: neither printed nor held until central or NTP confirms the box's clock (an older
+    # agent's answer has no such count)
+    unsure = f" ({n} waiting for the clock to be confirmed)" if (n := data.get("waiting_for_clock")) else ""
+    lines.append(_paint(queue_level, f"queue: {data['queued']} waiting{unsure}, oldest {_ago(oldest)}", colour))
     dead = data["dead_jobs"]
     dead_count = data.get("dead_count", len(dead))  # an older agent's answer has only the list (at most 50)
     lines.append(

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+import structlog
+
 from edge.clock import Clock, RemoteClock
 from edge.config import PrintingSettings
 from edge.orders.model import late_after_s
@@ -15,6 +17,12 @@ from edge.store.rows import PrintableJob
 
 # Jobs whose receipt time is remembered; past this the oldest entries go (they fall back to the wall clock).
 _REMEMBERED = 50_000
+# How long jobs whose wait only the box's wall clock tells (from before a reboot) wait for that clock to be confirmed
+# (central heard, NTP synchronized) before it is taken as it is: a WAN still down after a power cut must not keep the
+# morning's backlog from printing, or being held, for good.
+CLOCK_CONFIRM_S = 45.0
+
+log = structlog.get_logger()
 
 
 def order_time(iso: str) -> float | None:
@@ -49,6 +57,8 @@ class JobAges:
         self._since: dict[int, float] = {}  # job id -> monotonic time it started waiting
         self._seeded: set[int] = set()  # jobs whose wait before this run was read off the wall clock
         self._last_written: tuple[float, float] | None = None  # the store's last write's wall time; mono at start
+        self._unconfirmed: set[int] = set()  # seeded at the start off a wall clock no one has confirmed yet
+        self._confirm_by = 0.0  # monotonic time after which the box's clock is taken unconfirmed
 
     def received(self, job_ids: Iterable[int]) -> None:
         """New jobs start waiting now (called when their order is stored)."""
@@ -80,12 +90,19 @@ class JobAges:
                 self._seeded.add(job_id)
         if last_written is not None:
             self._last_written = (last_written, mono)
+        self._unconfirmed.update(self._from_wall(jobs))
+        self._confirm_by = mono + CLOCK_CONFIRM_S
+
+    def _from_wall(self, jobs: Iterable[tuple[int, float, str]]) -> list[int]:
+        """Seed these jobs' waits off the wall clock (see seed); returns the ids seeded so."""
+        mono = self._clock.mono()
         wall = self._clock.wall()
         if self._last_written is not None:
             # A box without a hardware clock restores the time it last saved after a power cut (fake-hwclock): behind
             # the store's last write, "now" is at least that write's time and the monotonic time since the start.
             written, started = self._last_written
             wall = max(wall, written + mono - started)
+        seeded = []
         for job_id, created_at, order_created_at in jobs:
             if job_id in self._since:
                 continue
@@ -94,6 +111,35 @@ class JobAges:
                 wait = min(wait, max(0.0, wall - created))
             self._since[job_id] = mono - wait
             self._seeded.add(job_id)
+            seeded.append(job_id)
+        return seeded
+
+    def unconfirmed(self) -> frozenset[int]:
+        """Jobs waiting since before a reboot whose age cannot be told yet, neither printed nor held meanwhile: their
+        wait came off the box's wall clock at the start, and nothing has confirmed that clock since (central's clock
+        heard in this run, or the kernel's word that NTP set it), for at most CLOCK_CONFIRM_S; after that the box's
+        clock is taken as it is. Before stop 83 (boot83 F3, F3b) the spools decided at once: a clock restored to last
+        night's time (fake-hwclock) or to 1970 printed a 10-hour-old ticket into the morning, one 2 h ahead held a
+        fresh one for a person, even with central's first answer only tens of milliseconds away."""
+        if self._unconfirmed and self._clock_confirmed():
+            self._unconfirmed.clear()
+        return frozenset(self._unconfirmed)
+
+    def _clock_confirmed(self) -> bool:
+        if self._central is not None and self._central.wall() is not None:
+            return True
+        if self._clock.synchronized():
+            return True
+        if self._clock.mono() < self._confirm_by:
+            return False
+        log.warning(
+            "clock_not_confirmed",
+            jobs=len(self._unconfirmed),
+            waited_s=CLOCK_CONFIRM_S,
+            effect="tickets from before the reboot are aged on the box's clock: printed or held as it says",
+            hint="check NTP and the link to central",
+        )
+        return True
 
     def waits(self, job_ids: Iterable[int]) -> dict[int, float]:
         """How long each of these jobs has waited, on the monotonic clock, for a clean stop to keep (seed)."""
@@ -105,6 +151,7 @@ class JobAges:
         from when it was stored, not from a wall clock that may have been stepped meanwhile."""
         self._since.pop(job_id, None)
         self._seeded.discard(job_id)
+        self._unconfirmed.discard(job_id)
 
     def waited(self, job: PrintableJob) -> float:
         """Seconds the job has waited since it was created (stored, or queued as a copy)."""
@@ -119,8 +166,8 @@ class JobAges:
         """The one wait of a job: on the monotonic clock; one from before this run that our wall clock told (seed),
         never longer than its order exists on central's clock once central has answered, as age() takes it. Before
         stop 82 the queue's age skipped that: 2 h for a ticket seconds old on a box 2 h ahead (the prom82 probe, F4)."""
-        if job_id not in self._since:
-            self.seed([(job_id, created_at, order_created_at)])
+        if job_id not in self._since:  # stored in this run unannounced (a copy): its wall time is this run's
+            self._from_wall([(job_id, created_at, order_created_at)])
         waited = max(0.0, self._clock.mono() - self._since[job_id])
         central_now = self._central.wall() if self._central is not None else None
         if job_id in self._seeded and central_now is not None and (created := order_time(order_created_at)) is not None:

@@ -47,6 +47,8 @@ _CLAIM_MAX = 16
 # A look that found only stale jobs is followed by one this long: a backlog's stale tickets are held in a few commits,
 # and the recent ones behind them print within seconds (each look reads the printer's whole queue).
 _HOLD_LOOK = 256
+# While jobs wait for the clock to be confirmed (JobAges.unconfirmed), an idle spool looks again this often.
+_CLOCK_LOOK_S = 0.25
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
 _PRINTED_RIDE_S = 0.05
 # Tickets cut short in a row after which a printer is failing (Spooler.failing): one is a hiccup (a jack nudged), the
@@ -204,11 +206,16 @@ class Spooler:
                     except StoreUnavailableError:  # next time round; the printer is watched meanwhile (status, alerts)
                         held = True
                 await self._record_contact()  # after a crash's requeue, which records the clear as still to go out
+                unconfirmed = self._ages.unconfirmed()  # neither printed nor held until the clock is confirmed
                 burst = (
                     []
                     if held
                     else await self._jobs.next_burst(
-                        self.name, wall(), max_delay=max_delay, limit=_HOLD_LOOK if self._holding else self._burst()
+                        self.name,
+                        wall(),
+                        max_delay=max_delay,
+                        limit=_HOLD_LOOK if self._holding else self._burst(),
+                        skip=unconfirmed,
                     )
                 )
                 if not burst:
@@ -237,8 +244,14 @@ class Spooler:
                 # One reading of the wall clock for the question and the answer: a step while the store answers
                 # would otherwise turn a retry due within its cap into a sleep until the next poll.
                 now = wall()
-                due = now + STORE_RETRY_S if held else await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
+                due = (
+                    now + STORE_RETRY_S
+                    if held
+                    else await self._jobs.next_due_at(self.name, now, max_delay=max_delay, skip=unconfirmed)
+                )
                 wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
+                if unconfirmed:  # nothing says when central answers or NTP sets the clock: look again soon
+                    wait = min(wait, _CLOCK_LOOK_S)
                 await self._sleep(wait if due is None else min(wait, due - now))
             except StoreUnavailableError as err:
                 # A full or read-only disk: the storage alert tells the manager; one line here, not one a second.

@@ -244,6 +244,8 @@ GROUP BY kind, station ORDER BY MIN(id)
 # How soon a spool looks again at a change ticket held back by an earlier ticket printing elsewhere (see _IN_TURN).
 _BLOCKED_LOOK_S = 1.0
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
+# Not one of the jobs a spool leaves in line for now (:skip, a JSON array of ids).
+_NOT_SKIPPED = "j.id NOT IN (SELECT value FROM json_each(:skip))"
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 # The job's printer is one the config has (:printers, a JSON array; NULL: any printer).
 _CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
@@ -384,28 +386,37 @@ class JobStore:
         self._copies_out: dict[int, float] = {}  # COPYs this run marked printed (the newest): when, monotonic
 
     async def next_burst(
-        self, printer: str, now: float, *, max_delay: float, limit: int
+        self, printer: str, now: float, *, max_delay: float, limit: int, skip: Collection[int] = ()
     ) -> list[PrintableJob | UnreadableRowError]:
         """Up to ``limit`` due jobs for a printer, in the order they print: pushed orders before a recovered backlog
         (new orders must not wait behind hours of missed ones), then highest priority, then arrival. ``max_delay``: no
         retry is due later than this from ``now``, whatever the wall clock did since it was planned. A row this version
-        cannot read comes as its error, in its place: the spool ends it instead of stalling on it."""
+        cannot read comes as its error, in its place: the spool ends it instead of stalling on it. ``skip``: jobs left
+        in line for now (their age cannot be told yet, JobAges.unconfirmed), which the ones behind them pass."""
         rows = await self._db.fetchall(
             PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE} AND {_IN_TURN}"
-            " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT :limit",
-            {"printer": printer, "now": now, "max_delay": max_delay, "limit": limit},
+            f" AND {_NOT_SKIPPED} ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT :limit",
+            {"printer": printer, "now": now, "max_delay": max_delay, "limit": limit, "skip": json.dumps(list(skip))},
         )
         return [_printable(row) for row in rows]
 
-    async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
-        """When the printer's spool next has a job to claim. A change ticket waiting for an earlier ticket of its
-        station on another printer (after a failover) is looked at again in a second: that spool's print does not
-        wake this one."""
+    async def next_due_at(
+        self, printer: str, now: float, *, max_delay: float, skip: Collection[int] = ()
+    ) -> float | None:
+        """When the printer's spool next has a job to claim (``skip``: as for next_burst). A change ticket waiting for
+        an earlier ticket of its station on another printer (after a failover) is looked at again in a second: that
+        spool's print does not wake this one."""
         row = await self._db.fetchone(
             f"SELECT MIN(CASE WHEN NOT {_IN_TURN} THEN :now + :blocked_look"
             " WHEN j.next_attempt_at > :now + :max_delay THEN :now ELSE j.next_attempt_at END)"
-            " FROM print_jobs j WHERE j.printer = :printer AND j.state IN ('queued', 'failed')",
-            {"printer": printer, "now": now, "max_delay": max_delay, "blocked_look": _BLOCKED_LOOK_S},
+            f" FROM print_jobs j WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_NOT_SKIPPED}",
+            {
+                "printer": printer,
+                "now": now,
+                "max_delay": max_delay,
+                "blocked_look": _BLOCKED_LOOK_S,
+                "skip": json.dumps(list(skip)),
+            },
         )
         return None if row is None or row[0] is None else float(row[0])
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,6 +20,7 @@ from edge.sim.orders import due_at, make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
+from tests.config.box import unshare_permitted
 from tests.helpers import (
     CENTRAL_TOKEN,
     TOKEN,
@@ -72,8 +74,8 @@ async def test_a_step_while_the_spool_reads_when_its_retry_is_due_does_not_delay
     read_due_at = jobs.next_due_at
     stepped = []
 
-    async def step_while_reading(printer: str, now: float, *, max_delay: float) -> float | None:
-        due = await read_due_at(printer, now, max_delay=max_delay)
+    async def step_while_reading(printer: str, now: float, *, max_delay: float, skip: Collection[int]) -> float | None:
+        due = await read_due_at(printer, now, max_delay=max_delay, skip=skip)
         if due is not None and not stepped:  # the failed job's retry
             stepped.append(now)
             box_clock.step(-HOURS_8)
@@ -289,6 +291,97 @@ async def test_fresh_tickets_of_an_agent_killed_and_started_with_the_clock_two_h
         await agent.close()
 
 
+NIGHT = 10 * 3600
+
+
+def rebooted(tmp_path: Path) -> list[str]:
+    """A command prefix (AgentProcess's ``wrap``) under which the agent reads another boot id than the box's, as after
+    a power cut: the monotonic clock's times of the run before mean nothing in it (needs root: unshare -m)."""
+    boot = tmp_path / "boot_id"
+    boot.write_text(f"{uuid.uuid4()}\n")
+    mount = f'mount --bind {boot} /proc/sys/kernel/random/boot_id && exec "$@"'
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh"]
+
+
+async def power_cut_then_morning(
+    tmp_path: Path, printers: dict[str, SimPrinter], shim: Path, central: CentralSim, *, evening: int, morning: int
+) -> tuple[AgentProcess, str]:
+    """The evening (box and central ``evening`` s off the real time): the kitchen printer is off, an order is taken
+    and its ticket waits; a power cut (SIGKILL). The morning: a new boot with the box's clock ``morning`` s off, central
+    on the real time but its first answer 2 s away (DNS, TLS, a router still booting), the printer on. Returns the
+    agent of the morning and the evening order's number."""
+    link = f'\n[central]\nurl = "{central.url}"\ntoken = "{CENTRAL_TOKEN}"\nstart_jitter_s = 0\n'
+    central.clock_offset_s = evening
+    agent = agent_process(tmp_path, printers, env=wall_clock_off(shim, evening), extra=link)
+    await agent.start()
+    printers["kitchen"].set_offline(True)
+    order = make_order(1, print_receipt=False, created_at=datetime.fromtimestamp(time.time() + evening, UTC))
+    async with api_client(agent.port) as api:
+        assert (await post(api, order))[0] == 201
+    await asyncio.sleep(0.5)
+    await agent.kill()
+    central.clock_offset_s, central.latency_s = 0, 2.0
+    printers["kitchen"].set_offline(False)
+    env = wall_clock_off(shim, morning)
+    again = AgentProcess(agent.config, agent.port, agent.log, env=env, wrap=rebooted(tmp_path))
+    await again.start(timeout=30)
+    return again, order["number"]
+
+
+@pytest.mark.skipif(not unshare_permitted(), reason="needs `unshare -m` (root) to stage a new boot id")
+async def test_a_ticket_from_last_night_is_held_in_the_morning_when_the_box_clock_restored_last_nights_time(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path
+) -> None:
+    """A ticket waits from the evening (10 h ago); power cut; the box boots with its clock restored to the evening
+    (fake-hwclock, no RTC), central answers 2 s after the start. The ticket is held as stale, never printed into the
+    morning; an order of the morning prints at once all the same. Before stop 83 (boot83 F3) the spool decided on the
+    box's clock before central's first answer and printed the 10-hour-old ticket as an original 75 ms after READY."""
+    central = CentralSim("test-store", token=CENTRAL_TOKEN, strict=False)
+    await central.start()
+    try:
+        agent, number = await power_cut_then_morning(
+            tmp_path, printers, wall_clock_shim, central, evening=-NIGHT, morning=-NIGHT + 5
+        )
+        try:
+            async with api_client(agent.port) as api:
+                assert (await post(api, make_order(2, print_receipt=False, created_at=datetime.now(UTC))))[0] == 201
+            await printers["kitchen"].wait_for_printed(1, timeout=15)
+            await eventually(
+                lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT id, state FROM print_jobs ORDER BY id"),
+                lambda rows: rows == [(1, "held"), (2, "printed")],
+                what="the evening's ticket held, the morning's printed",
+            )
+            assert not any(number in ticket.decode("cp858", "replace") for ticket in printers["kitchen"].printed)
+        finally:
+            await agent.close()
+    finally:
+        await central.stop()
+
+
+@pytest.mark.skipif(not unshare_permitted(), reason="needs `unshare -m` (root) to stage a new boot id")
+async def test_a_fresh_ticket_prints_after_a_reboot_with_the_box_clock_two_hours_ahead_once_central_answers(
+    tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path
+) -> None:
+    """A ticket seconds old waits; power cut; the box boots with its clock 2 h ahead (a hardware clock kept in local
+    time), central answers 2 s after the start: the ticket prints, not held. Before stop 83 (boot83 F3b) it was held
+    for a person 13-36 ms after READY, on the box's clock, before central's first answer (a hold is final)."""
+    central = CentralSim("test-store", token=CENTRAL_TOKEN, strict=False)
+    await central.start()
+    try:
+        agent, _ = await power_cut_then_morning(tmp_path, printers, wall_clock_shim, central, evening=0, morning=7200)
+        try:
+            await printers["kitchen"].wait_for_printed(1, timeout=15)
+            await eventually(
+                lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT state FROM print_jobs"),
+                lambda rows: rows == [("printed",)],
+                what="the ticket printed",
+            )
+        finally:
+            await agent.close()
+    finally:
+        await central.stop()
+
+
 async def test_the_queues_age_after_a_kill_and_a_start_two_hours_ahead_of_central_is_the_real_wait(
     tmp_path: Path, printers: dict[str, SimPrinter], wall_clock_shim: Path
 ) -> None:
@@ -317,10 +410,38 @@ async def test_the_queues_age_after_a_kill_and_a_start_two_hours_ahead_of_centra
 
 
 class RebootedBox(BoxClock):
-    """The box's clocks after a reboot: another boot id, whose monotonic clock says nothing of the one before."""
+    """The box's clocks after a reboot: another boot id, whose monotonic clock says nothing of the one before, and no
+    word from NTP yet (whatever the test machine's kernel says)."""
 
     def boot(self) -> str:
         return "another-boot"
+
+    def synchronized(self) -> bool:
+        return False
+
+
+async def test_tickets_from_before_a_reboot_are_aged_on_the_box_clock_when_nothing_confirms_it_within_45_s(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits for an offline printer; the box reboots without a central link and without NTP (the WAN still
+    out after the power cut), the printer on: the ticket waits, and the status says it waits for the clock; 45 s on
+    (the monotonic clock moved, not slept) the box's clock decides as before stop 83: a fresh ticket prints."""
+    agent = await make_agent(clock=box_clock)
+    printers["kitchen"].set_offline(True)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False, created_at=datetime.now(UTC))))[0] == 201
+    await agent.stop()
+    printers["kitchen"].set_offline(False)
+    rebooted = RebootedBox()
+    agent = await make_agent(clock=rebooted)
+    async with api_client(agent) as api, api.get("/api/v1/status") as response:
+        assert (await response.json())["waiting_for_clock"] == 1
+    await asyncio.sleep(0.5)
+    assert printers["kitchen"].printed == []
+    rebooted.advance(46)
+    await printers["kitchen"].wait_for_printed(1, timeout=5)
+    async with api_client(agent) as api, api.get("/api/v1/status") as response:
+        assert (await response.json())["waiting_for_clock"] == 0
 
 
 async def test_the_queues_age_after_a_reboot_two_hours_ahead_of_central_is_its_wait_on_centrals_clock(
