@@ -82,7 +82,7 @@ class JobAges:
         time of the store's last write (JobStore.last_written), read at the start: a clock behind it is.
         ``waited``: the waits a clean stop in this boot kept, with the time since (JobStore.stopped_waits), measured
         on the monotonic clock whatever the wall clock did (an NTP step back during that run lost them, and a stale
-        ticket printed)."""
+        ticket printed). Those whose wait the wall clock told are unconfirmed() for a while."""
         mono = self._clock.mono()
         for job_id, wait in (waited or {}).items():
             if job_id not in self._since:
