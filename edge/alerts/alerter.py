@@ -661,9 +661,8 @@ class Alerter:
         self._causes_over = {key: at for key, at in self._causes_over.items() if at > started}
 
     async def _check(self) -> None:
-        await self._follow_clock()
+        now, cfg = self._wall_on(await self._follow_clock()), self._cfg
         self._printer_timers()
-        now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
         # this check ran) is left for the next check, which counts its job.
         job_alerts = (
@@ -826,15 +825,23 @@ class Alerter:
         "outside hours": the clock76 probe, D2)."""
         return store_time(at, self._tz, self._central)
 
-    async def _follow_clock(self) -> None:
+    async def _follow_clock(self) -> tuple[float, float]:
         """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every
         duration measured against them (group wait and interval, repeat, cap, retry backoff, storm guard, silences)
         stays what it was. A step shows as wall time moving differently from monotonic time. One loop at a time: two
-        that looked at once (the rules and the checks, as a run starts) each moved the times by the step."""
-        async with self._clock_turn:
-            await self._follow_clock_now()
+        that looked at once (the rules and the checks, as a run starts) each moved the times by the step.
 
-    async def _follow_clock_now(self) -> None:
+        Returns the (wall, monotonic) pair it checked: the round's clock (see _wall_on). A wall time read again later in
+        the round may be past a step this look did not see (NTP while it awaited the store): written, the next look
+        moved it by that step once more (boot83 F7: the digest's mark 56 years ahead, none sent until 2082)."""
+        async with self._clock_turn:
+            return await self._follow_clock_now()
+
+    def _wall_on(self, checked: tuple[float, float]) -> float:
+        """Wall time now on the clock ``checked`` (a pair _follow_clock checked): the one the stored times are on."""
+        return checked[0] + (self.clock.mono() - checked[1])
+
+    async def _follow_clock_now(self) -> tuple[float, float]:
         wall, mono = self.clock.wall(), self.clock.mono()
         if self._clock_anchor is None:  # first look at the tables in this run
             # A step between an earlier run of this boot and this one (NTP setting a box that booted years behind while
@@ -852,7 +859,7 @@ class Alerter:
         if abs(stepped) < _CLOCK_STEP_MIN_S:
             if self._clock_mark_owed:
                 await self._keep_clock_mark(anchor)
-            return
+            return wall, mono
         self._clock_anchor = (wall, mono)  # set before awaiting: another loop must not move the times again
         try:
             await self._store.shift_times(stepped, self._clock_mark(wall, mono))
@@ -866,6 +873,7 @@ class Alerter:
             self._next_mail_at += stepped
         self._new_mail.set()
         log.warning("clock_stepped", seconds=round(stepped, 1), note="alert timers moved with it")
+        return wall, mono
 
     def _clock_mark(self, wall: float, mono: float) -> ClockMark | None:
         boot = self.clock.boot()
@@ -887,7 +895,7 @@ class Alerter:
         # Asked for with a printer's state, which is in this round's occurrences: a round under way when it came is not
         # the one that took it in.
         mail_after, self._mail_after_step = self._mail_after_step, False
-        await self._follow_clock()
+        checked = await self._follow_clock()
         if not self._first_round:  # before the first mail: an earlier run's storage alarm as it stands now
             self._first_round = True
             with suppress(OSError):  # a card full since it was first set up: the runtime directory's note only
@@ -896,13 +904,13 @@ class Alerter:
         if self._pending and not self._stopping:  # once stopping, the stop folds what is pending itself
             self._folded.clear()
             try:
-                await self._fold()
+                await self._fold(checked)
             finally:
                 self._folded.set()
         if self._storage_mailed is not None:
-            await self._storage_told()
+            await self._storage_told(checked)
         try:
-            await self.flush()
+            await self.flush(checked)
         except StoreError:
             # The alarm's occurrence fitted in the database, its mail does not (it needs new pages): it goes straight
             # to the relay too.
@@ -912,10 +920,10 @@ class Alerter:
         if mail_after:
             self._new_mail.set()
 
-    async def _fold(self) -> None:
+    async def _fold(self, checked: tuple[float, float]) -> None:
         """The pending occurrences into their groups, and what that tells."""
         run_over = self._run_over  # its all-clear is in this batch (one coming meanwhile waits for the next)
-        batch, self._pending = self._stamped(self._pending), []
+        batch, self._pending = self._stamped(self._pending, checked), []
         if any(s.type.startswith("printer_") and s.firing for s in batch):
             waiting = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
             batch = [
@@ -937,9 +945,10 @@ class Alerter:
         if (stored := _storage_alarm(batch)) is not None:  # its write failed, then the disk got room
             await self._told_by_earlier_run(stored.key)
 
-    def _stamped(self, signals: list[Signal]) -> list[Signal]:
-        """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
-        wall, mono = self.clock.wall(), self.clock.mono()
+    @staticmethod
+    def _stamped(signals: list[Signal], checked: tuple[float, float]) -> list[Signal]:
+        """Each occurrence's wall time from its monotonic time, on the clock ``checked`` (the stored times')."""
+        wall, mono = checked
         return [dataclasses.replace(s, at=wall - (mono - s.mono)) for s in signals]
 
     async def _mail_stall(self, signal: Signal) -> None:
@@ -1127,15 +1136,15 @@ class Alerter:
         except (OSError, ValueError) as err:  # ValueError: a note too long for its file (hundreds of recipients)
             log.warning("storage_alert_mark_not_written", path=str(self._card_note.path), error=str(err))
 
-    async def _storage_told(self) -> None:
+    async def _storage_told(self, checked: tuple[float, float]) -> None:
         """The storage alert's occurrences are stored: its direct mail is recorded as its alarm. Not while one is still
         in memory (a stall's, signalled after this round took its batch): the record would find nothing to mark, and
         the alarm would count as never mailed (no storm guard for the card's next stall)."""
         async with self._storage_turn:
             if self._storage_mailed is not None and not _storage_alarm(self._pending):
-                await self._record_storage_told()
+                await self._record_storage_told(checked)
 
-    async def _record_storage_told(self) -> None:
+    async def _record_storage_told(self, checked: tuple[float, float]) -> None:
         assert self._storage_mailed is not None
         key, mono = self._storage_mailed
         # Those the relay deferred the direct mail for get the alarm through the outbox, the others have it.
@@ -1143,9 +1152,7 @@ class Alerter:
         group = await self._store.group(key) if owed else None
         mail = None if group is None else self._renderer.alert(group, kind="firing", extra=0, recipients=owed)
         others = [] if group is None else [r for r in self._recipients(group["severity"]) if r not in owed]
-        await self._store.mailed_directly(
-            key, at=self.clock.wall() - (self.clock.mono() - mono), owed=mail, delivered=others
-        )
+        await self._store.mailed_directly(key, at=checked[0] - (checked[1] - mono), owed=mail, delivered=others)
         # The database says it is told from now on (told_firing_at), also to a later run.
         self._storage_mailed = self._storage_owed = None
         await asyncio.to_thread(self._note_storage_mailed, None)
@@ -1154,8 +1161,8 @@ class Alerter:
         extra = self._cfg.critical_to if severity == CRITICAL else []
         return list(dict.fromkeys([*self._cfg.to, *extra]))
 
-    async def flush(self) -> None:
-        now, cfg = self.clock.wall(), self._cfg
+    async def flush(self, checked: tuple[float, float]) -> None:
+        now, cfg = self._wall_on(checked), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
         run_awaited = self._run_awaited is not None and self.clock.mono() - self._run_awaited < _RUN_AWAITED_S
@@ -1471,9 +1478,10 @@ class Alerter:
         if self._pending:
             # Occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start.
             try:
-                await self._store.apply(self._stamped(self._pending))
+                checked = await self._follow_clock()  # a step since the last round: the next run would move them by it
+                await self._store.apply(self._stamped(self._pending, checked))
                 if self._storage_mailed is not None:
-                    await self._storage_told()
+                    await self._storage_told(checked)
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")

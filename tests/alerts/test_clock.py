@@ -492,6 +492,50 @@ async def test_the_daily_digest_goes_on_after_the_clock_was_ahead(
     assert "bar" in digests(sink)[1][1]
 
 
+async def test_a_step_during_a_rounds_first_look_moves_what_the_round_writes_once(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A box without a battery clock comes up 56 years behind; NTP steps it right while the agent's first round looks
+    at the tables (after it read the clocks to follow a step). The round's writes, the printer's alarm and the
+    daily digest's mark, are on the clock its look knew: the next round moves them by the step once, the alarm dates
+    from seconds ago and the next day's digest goes. Before stop 83 (boot83 F7) the round read the wall clock again
+    after the step and the next round moved those times by it once more: the digest's mark 56 years ahead (no digest
+    until 2082), the alarm's first time with it."""
+    settings = alert_settings(digest=True, digest_at="08:00")
+    zone = ZoneInfo(settings.agent.timezone or "UTC")
+    clock.now = dt.datetime(2026, 6, 1, 10, 0, tzinfo=zone).timestamp()
+    years = 56 * 365 * 86400
+    clock.step(-years)
+    look = AlertStore.clock_mark
+
+    async def stepped_meanwhile(store: AlertStore, boot: str | None) -> tuple[float, float] | None:
+        clock.step(years)  # NTP, while the look awaits the store
+        return await look(store, boot)
+
+    monkeypatch.setattr(AlertStore, "clock_mark", stepped_meanwhile)
+    alerter = make_alerter(settings)
+    alerter.on_event(offline())
+    clock.advance(1)
+    await alerter.step()
+    monkeypatch.setattr(AlertStore, "clock_mark", look)
+    clock.advance(1)
+    await alerter.step()  # follows the step
+    [(first_at,)] = await db.fetchall("SELECT first_at FROM alert_groups")
+    assert abs(first_at - (clock.wall() - 2)) < 1, first_at - clock.wall()
+    last = await AlertStore(db).last_digest()
+    assert last is not None and abs(last.at - (clock.wall() - 1)) < 1, None if last is None else last.at - clock.wall()
+    alerter.on_event(cover_open("bar"))
+    for _hour in range(24):
+        clock.advance(3600)
+        await run(alerter)
+    assert len(digests(sink)) == 1, [subject(m) for m in sink.messages]
+
+
 def digests(sink: SmtpSink) -> list[tuple[str, str]]:
     return [(subject(m), m.get_body(("plain",)).get_content()) for m in sink.messages if "TAGESÜBERSICHT" in subject(m)]
 
