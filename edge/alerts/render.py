@@ -26,6 +26,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "what": "Was ist passiert",
         "since": "Seit",
         "until": "Bis",
+        "untold": "Dazu ging vorher keine Störungsmeldung: es war vorbei, bevor jemand benachrichtigt werden konnte.",
         "affected": "Betroffen",
         "detail": "Letzte Meldung",
         "detail_technical": "Technische Meldung (englisch)",  # the device's or the agent's own words, not the mail's
@@ -82,6 +83,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "what": "What happened",
         "since": "Since",
         "until": "Until",
+        "untold": "No alarm went out about this before: it was over before anyone could be told.",
         "affected": "Affected",
         "detail": "Last error",
         "detail_technical": "Technical message",
@@ -1066,6 +1068,9 @@ class AlertRenderer:
             "action": action,
             "since": self._time(group["first_at"]),
             "until": self._time(group["changed_at"]) if kind == "resolved" and group.get("changed_at") else "",
+            # An all-clear whose alarm nobody was told (its occurrences held in memory while the store refused writes):
+            # the first word of it, said so, or it reads as an alarm lost (the storage83 probe, F9).
+            "untold": kind == "resolved" and group.get("notified") == "resolved",
             # The all-clear comes once it is over: what waited then has printed or is printing.
             "affected": (labels["jobs_waiting_one"] if waiting == 1 else labels["jobs_waiting"].format(n=waiting))
             if waiting and kind != "resolved"
