@@ -45,6 +45,7 @@ from edge.scanners import Scanner, ScanRecorder
 from edge.states import NOT_DONE_JOB_STATES, WAITING_JOB_STATES, JobState
 from edge.store.db import STORE_RETRY_S, Database
 from edge.store.files import remove_restore_leftover
+from edge.store.holders import wait_for_other_writers
 from edge.store.identity import first_records
 from edge.store.jobs import JobStore
 from edge.store.orders import OrderStore
@@ -147,6 +148,9 @@ class Agent:
             self.printing.remember()  # it passed in __init__; the data dir is ours now
             await asyncio.to_thread(remove_restore_leftover, s.agent.db_path)
             self._on_stop(stack, "metrics", self.metrics.close)
+            # A technician's sqlite3 in a write transaction would fail the start's first writes, and systemd's
+            # restarts with them: the start waits for it instead, and says for whom.
+            await wait_for_other_writers(s.agent.db_path, self._starting)
             made = not await asyncio.to_thread(s.agent.db_path.exists)
             self.db = db = await Database.open_keeping_room(s.agent.db_path)
             if (
@@ -368,7 +372,10 @@ class Agent:
 
     def _making_room(self, rows: int) -> None:
         """The start's purge on a full card, after each of its transactions: systemd hears that the start goes on."""
-        status = f"making room on the full card: {rows} old rows purged before taking orders"
+        self._starting(f"making room on the full card: {rows} old rows purged before taking orders")
+
+    def _starting(self, status: str) -> None:
+        """A start that takes long but gets on (or waits for another program): systemd hears what it does."""
         self.notifier.extend_start(status, now=self.clock.mono())
 
     async def _start_mqtt(self, stack: contextlib.AsyncExitStack, intake: OrderIntake, db: Database) -> None:

@@ -125,6 +125,10 @@ class StoreUnavailableError(StoreError):
     """The database cannot take writes right now; callers should retry later."""
 
 
+class StoreFullError(StoreError):
+    """The card holding the database has no room for its write (SQLITE_FULL, ENOSPC)."""
+
+
 # What a technician does when the data card turned read-only; in the refusal, /ready, the alert mails.
 READ_ONLY_ADVICE = (
     "its file system is read-only (the kernel's answer to I/O errors of a failing SD card): reboot the box, which"

@@ -19,7 +19,7 @@ import structlog
 
 from edge.clock import wait_real
 from edge.durable import sync_to_disk
-from edge.errors import SchemaTooNewError, StoreDamagedError, StoreError, StoreUnavailableError
+from edge.errors import SchemaTooNewError, StoreDamagedError, StoreError, StoreFullError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.log import SaidOnce
 from edge.mounts import read_only_advice
@@ -62,7 +62,7 @@ def failure(path: Path, err: sqlite3.Error) -> StoreError:
     if (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) or "malformed" in str(err):
         return StoreDamagedError(f"database {path} is damaged ({err})")
     if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(err) or no_room(path, err):
-        return StoreError(f"database {path}: {full_card(path.parent)}")
+        return StoreFullError(f"database {path}: {full_card(path.parent)}")
     return StoreError(f"database {path}: {err}")
 
 
@@ -470,7 +470,10 @@ class Database:
         except (StoreDamagedError, SchemaTooNewError):
             raise  # the file's own verdicts, not a full card: the room mends neither, and is kept for one that is
         except StoreError as err:
-            if not await asyncio.to_thread(_give_room, room):
+            # Only a full card needs the room: another program's lock on the file, or a file the agent may not write,
+            # is no reason to give it back (a sqlite3 shell in locking_mode=EXCLUSIVE did, on a card with room).
+            full = isinstance(err, StoreFullError) or await asyncio.to_thread(card_full, path.parent)
+            if not full or not await asyncio.to_thread(_give_room, room):
                 raise
             _room_given(path, str(err))
             db = await cls.open(path)
