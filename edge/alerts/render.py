@@ -614,14 +614,18 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen. Meldet er 'read-only'"
             " (schreibgeschützt), versagt die Karte: Gerät neu starten (reboot), das prüft und repariert sie; passiert"
             " es wieder, die Karte ersetzen (replace). Meldet er, dass die Karte nicht fertig schreibt, nutzt sie sich"
-            " ab: bald ersetzen.",
+            " ab: bald ersetzen. Meldet er, dass ein anderes Programm die Datenbank zum Schreiben offen hält, ist die"
+            " Karte in Ordnung: Wer am Gerät arbeitet (ein sqlite3 des Technikers), beendet es; danach werden"
+            " Bestellungen sofort wieder angenommen.",
         ),
         "en": (
             "Storage problem: {subject}",
             "The agent cannot store orders safely ({subject}); new orders are refused, or wait, until this is fixed.",
             "Call the technician now: free disk space or check the storage card. If it says read-only, the card is"
             " failing: reboot the box, which checks and repairs it; replace the card if it happens again. If it says"
-            " the card has not finished a write, the card is wearing out: replace it soon.",
+            " the card has not finished a write, the card is wearing out: replace it soon. If it says another program"
+            " holds the database open for writing, the card is fine: whoever works on the box (a technician's"
+            " sqlite3) quits that program, and orders are taken again at once.",
         ),
     },
     # The card below alerts.disk_free_min_mb (the group's subject "disk"): it still writes, so orders are still taken.

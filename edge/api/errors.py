@@ -116,6 +116,8 @@ ORDER_REFUSALS = web.AppKey("order_refusals", Summarised)
 def _unwritable(err: StoreUnavailableError) -> str:
     """Why the store refuses, in the words a sender's operator acts on."""
     text = str(err).lower()
+    if (held := text.find("another program holds")) >= 0:  # a technician's sqlite3: the card is fine
+        return str(err)[held:].split(";")[0]
     if "full" in text:
         return "the box's storage card is full"
     if "readonly" in text or "read-only" in text:

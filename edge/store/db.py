@@ -24,6 +24,7 @@ from edge.events import Event, EventBus
 from edge.log import SaidOnce
 from edge.mounts import read_only_advice
 from edge.store import migrations as migrations_mod
+from edge.store.holders import held_open, locked
 
 log = structlog.get_logger()
 
@@ -775,7 +776,9 @@ class Database:
             # memory, which a read-only file system refuses at once without reading the card.
             full = code is not None and code & 0xFF == sqlite3.SQLITE_FULL
             self._wal_refused |= full or no_room(self.path, err)
-            if not full and read_only(self.path):
+            if locked(err):  # SQLite's words read like a fault of the card's; it is a technician's sqlite3, mostly
+                why = f"{held_open(self.path)}; SQLite said: {err}"
+            elif not full and read_only(self.path):
                 why = f"{read_only_advice(self.path.parent)}; SQLite said: {err}"
             self._set_write_problem(f"database {self.path}: cannot write: {why}")
             return StoreUnavailableError(f"database {self.path}: cannot write: {why}")

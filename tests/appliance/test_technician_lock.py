@@ -29,6 +29,7 @@ from tests.helpers import (
     notify_socket,
     post,
     toml,
+    wait_until,
 )
 
 BUSY_TIMEOUT_S = 5.0  # the agent's busy_timeout (edge/store/db.py): what a start waited before it gave up
@@ -123,3 +124,26 @@ async def test_a_start_under_another_programs_write_lock_waits_for_it_naming_it_
         assert extends and all(HELD_BY in m for m in extends), said
         assert (await asyncio.to_thread(room.stat)).st_size == ROOM_BYTES
         assert logged(agent, "card_full_room_given") == []
+
+
+@pytest.mark.slow(seconds=20)
+async def test_orders_refused_under_a_technicians_write_lock_name_the_other_program_not_the_card(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The agent runs; a technician's sqlite3 holds a write lock (BEGIN IMMEDIATE) while an order comes. The order
+    is refused 503 saying another program holds the database open for writing, the storage mail says so and what
+    to do, and nothing tells to replace the card; once the lock goes the retry is taken. Before stop 83 the 503 said
+    "the box's storage card does not finish its writes" and the mail told to replace a wearing-out card (the
+    storage83 probe, F1)."""
+    async with running_agent(tmp_path, printers, sink) as agent:
+        async with technicians_lock(tmp_path / "data" / "edge.db"):
+            async with api_client(agent.port) as api:
+                status, body = await post(api, fresh(make_order(2, print_receipt=False)))
+            assert status == 503, body
+            assert HELD_BY in body["reason"] and "card" not in body["reason"], body
+            await wait_until(lambda: storage_mails(sink), 15, "the storage mail")
+        mail = storage_mails(sink)[0]
+        text = mail.get_body(("plain",)).get_content()
+        assert HELD_BY in text and "sqlite3" in text, text
+        async with api_client(agent.port) as api:
+            assert (await post(api, fresh(make_order(2, print_receipt=False))))[0] == 201
