@@ -36,6 +36,7 @@ from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, pars
 from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
+from edge.store.holders import holder_note
 from edge.store.jobs import COPY_JUST_OUT_S
 from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
@@ -330,6 +331,10 @@ class WriteProbe:
         """None while the database takes writes, else why not."""
         if self._db.stall is not None:  # a check would wait for the card with the orders: what it would find is known
             return self._db.stall
+        # Nor behind another program's write lock (and the orders' busy waits queued on it), past `edge health`'s
+        # patience: the kernel's lock table tells at once.
+        if (held := await asyncio.to_thread(holder_note, self._db.path)) is not None:
+            return f"database {self._db.path}: cannot write: {held}"
         check = self._check
         if check is None or (check.done() and not self._still_good(check)):
             check = self._check = asyncio.ensure_future(self._run())

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from edge.sim.orders import make_order
@@ -23,6 +24,7 @@ from edge.store.db import ROOM_BYTES
 from tests.helpers import (
     agent_process,
     api_client,
+    edge,
     fresh,
     in_english,
     mail_to,
@@ -147,3 +149,29 @@ async def test_orders_refused_under_a_technicians_write_lock_name_the_other_prog
         assert HELD_BY in text and "sqlite3" in text, text
         async with api_client(agent.port) as api:
             assert (await post(api, fresh(make_order(2, print_receipt=False))))[0] == 201
+
+
+@pytest.mark.slow(seconds=20)
+async def test_ready_under_a_technicians_write_lock_answers_at_once_naming_it_and_health_says_so(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The agent runs; a technician's sqlite3 holds a write lock while orders wait behind it. /ready answers within
+    a second, 503 naming the other program, and `edge health` says the same, not "is the agent running?". Before
+    stop 83 /ready waited behind the orders' busy waits (5 to 19 s), past `edge health`'s 10 s: "did not answer
+    (timed out); is the agent running?", and twice in a row mailed "agent not running" (the storage83 probe, F10)."""
+    async with running_agent(tmp_path, printers, sink) as agent:
+        async with technicians_lock(tmp_path / "data" / "edge.db"):
+            async with api_client(agent.port) as api:
+                waiting = [asyncio.ensure_future(post(api, fresh(make_order(n, print_receipt=False)))) for n in (2, 3)]
+                await asyncio.sleep(0.5)  # the orders wait on the lock
+                began = time.monotonic()
+                async with api.get("/ready", timeout=aiohttp.ClientTimeout(total=4)) as response:
+                    took = time.monotonic() - began
+                    answer = await response.json()
+                assert response.status == 503 and took < 1.0, (response.status, took, answer)
+                assert HELD_BY in answer["checks"]["database_writable"]["detail"], answer
+                health = await edge("health", "--config", str(agent.config), kill_after_s=30)
+                assert health.returncode == 1, health
+                assert HELD_BY in health.stdout + health.stderr, health
+                assert "is the agent running" not in health.stdout + health.stderr, health
+                await asyncio.gather(*waiting)
