@@ -25,13 +25,14 @@ from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.durable import runtime_note
-from edge.errors import StoreError, StoreUnavailableError
+from edge.errors import StoreError, StoreNotWritableError, StoreUnavailableError
 from edge.events import DatabaseMoved, EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.hardware import hardware_ids
 from edge.heap import resume_collector
 from edge.metrics import Metrics
 from edge.ops.housekeeping import Housekeeping
 from edge.ops.lock import DataDirLock
+from edge.ops.owner import unwritable_database
 from edge.orders.intake import OrderIntake, Router
 from edge.printing.ages import JobAges
 from edge.printing.check import PrintingCheck
@@ -148,6 +149,8 @@ class Agent:
             self.printing.remember()  # it passed in __init__; the data dir is ours now
             await asyncio.to_thread(remove_restore_leftover, s.agent.db_path)
             self._on_stop(stack, "metrics", self.metrics.close)
+            if (not_ours := await asyncio.to_thread(unwritable_database, s.agent.db_path)) is not None:
+                raise StoreNotWritableError(not_ours)
             # A technician's sqlite3 in a write transaction would fail the start's first writes, and systemd's
             # restarts with them: the start waits for it instead, and says for whom.
             await wait_for_other_writers(s.agent.db_path, self._starting)

@@ -27,6 +27,7 @@ from edge.errors import (
     SchemaTooOldError,
     StoreDamagedError,
     StoreError,
+    StoreNotWritableError,
     StoreReadOnlyError,
 )
 from edge.heap import share_arenas
@@ -728,7 +729,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only_run=(sys.argv[1:] if argv is None else argv)[:1] == ["run"]).parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, StoreDamagedError, StoreReadOnlyError, SchemaTooNewError, SchemaTooOldError) as err:
+    except (
+        ConfigError,
+        StoreDamagedError,
+        StoreReadOnlyError,
+        StoreNotWritableError,
+        SchemaTooNewError,
+        SchemaTooOldError,
+    ) as err:
         # Exit 2: a person must act; systemd does not restart the agent in a loop (RestartPreventExitStatus=2).
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -125,6 +125,11 @@ class StoreUnavailableError(StoreError):
     """The database cannot take writes right now; callers should retry later."""
 
 
+class StoreNotWritableError(StoreError):
+    """A database file the agent's user may not write (put back by root): only a person's chown mends it, so the
+    agent does not start (exit 2) rather than be restarted in vain."""
+
+
 class StoreFullError(StoreError):
     """The card holding the database has no room for its write (SQLITE_FULL, ENOSPC)."""
 

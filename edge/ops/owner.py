@@ -85,3 +85,32 @@ def _give_back(data_dir: Path, uid: int, gid: int) -> int:
             finally:
                 os.close(fd)
     return count
+
+
+def unwritable_database(db_path: Path) -> str | None:
+    """One line naming the first of ``db_path`` and its -wal and -shm files this process's user cannot write (put back
+    by `sudo cp backup.db edge.db`, not `edge restore`), its owner and mode and the fix; None when all are writable.
+    SQLite only says "attempt to write a readonly database", which reads like the read-only card of the storage mail.
+    Root writes any file (and a root-run command gives root's back first: act_as_data_owner)."""
+    if os.geteuid() == 0:
+        return None
+    me = _name(os.geteuid())
+    for path in (db_path, db_path.with_name(f"{db_path.name}-wal"), db_path.with_name(f"{db_path.name}-shm")):
+        try:
+            info = path.stat()
+        except OSError:
+            continue  # not there: SQLite makes it, as this user
+        if not os.access(path, os.W_OK):
+            fix = f"chmod u+w {db_path}*" if info.st_uid == os.geteuid() else f"chown {me}: {db_path}*"
+            return (
+                f"{path} belongs to {_name(info.st_uid)} (mode {stat.S_IMODE(info.st_mode):04o}), so user {me} cannot"
+                f" write it; fix: {fix}"
+            )
+    return None
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

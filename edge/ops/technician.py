@@ -32,6 +32,7 @@ from edge.errors import (
 from edge.mounts import read_only_advice
 from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall, failing_checks
+from edge.ops.owner import unwritable_database
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
 from edge.store.files import card_moved_of_file, check_file
@@ -228,7 +229,10 @@ def _database_file_checks(settings: Settings) -> list[Check]:
         return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]
     integrity, version, newest = list(found.problems), found.version, found.newest_order_at
     latest = migrations.latest_version(migrations.load_migrations())
+    # Sound but not the agent's to write (`sudo cp backup.db edge.db`): the agent's start names it, so does doctor.
+    not_ours = unwritable_database(path)
     checks = [
+        *([Check("database owner", "fail", not_ours)] if not_ours else []),
         Check(
             "database integrity",
             "ok" if integrity == ["ok"] else "fail",

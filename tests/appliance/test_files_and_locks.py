@@ -451,3 +451,29 @@ async def test_a_config_the_agents_user_cannot_read_fails_the_root_check_and_doc
     ), started.stderr
     os.chown(config, system_user.uid, system_user.gid)
     assert (await edge("config", "check", "--config", str(config), user=system_user)).returncode == 0
+
+
+async def test_a_database_put_back_by_root_stops_the_start_and_fails_doctor_naming_its_owner_and_the_fix(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """The agent's database made by its user, then put back by root as a technician does by hand (`sudo cp
+    backup.db edge.db`: root's, mode 0644). `edge run` as the agent's user exits 2 (systemd does not restart it in
+    vain) and `edge doctor` fails, both with one line naming the file, its owner and mode, and the chown that mends it.
+    Before stop 83 the start exited 1 "attempt to write a readonly database" (read like the read-only card), restarted
+    five times in vain, and doctor said the database was OK (the storage83 probe, F6)."""
+    data_dir = agent_data_dir(system_user)
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers, port=free_port())
+    os.chown(config, system_user.uid, system_user.gid)
+    assert (await run_as(system_user, "migrate", "--config", str(config))).returncode == 0
+    db = data_dir / "edge.db"
+    os.chown(db, 0, 0)
+    db.chmod(0o644)
+    said = (
+        f"{db} belongs to root (mode 0644), so user {system_user.name} cannot write it;"
+        f" fix: chown {system_user.name}: {db}*"
+    )
+    started = await run_as(system_user, "run", "--config", str(config))
+    assert started.returncode == 2 and said in started.stderr, started.stderr
+    doctor = await run_as(system_user, "doctor", "--config", str(config))
+    failed = [line for line in doctor.stdout.splitlines() if line.startswith("FAIL  database owner")]
+    assert len(failed) == 1 and failed[0].endswith(said), doctor.stdout
