@@ -17,9 +17,11 @@ log = structlog.get_logger()
 _TRY_S = 1.0
 
 
-def held_open(path: Path) -> str:
-    """What a person reads of another program's write lock on ``path``."""
-    return f"another program holds the database ({path.name}) open for writing — a technician's sqlite3?"
+def held_open(path: Path, holders: list[str] | None = None) -> str:
+    """What a person reads of another program's write lock on ``path`` (``holders``: who, as ``writers`` names them)."""
+    named = ", ".join(holders or [])
+    by = f" (held by {named})" if named else ""
+    return f"another program holds the database ({path.name}) open for writing{by} — a technician's sqlite3?"
 
 
 def locked(err: BaseException) -> bool:
@@ -63,9 +65,8 @@ def _command(pid: str) -> str:
 def holder_note(path: Path) -> str | None:
     """held_open's words with the holders named, when the kernel shows another process holding a write lock on
     ``path``; None when none does (the agent's own writes are not counted)."""
-    if not (found := writers(path)):
-        return None
-    return f"{held_open(path)} ({', '.join(found)})"
+    found = writers(path)
+    return held_open(path, found) if found else None
 
 
 def _try_write_lock(path: Path) -> bool:

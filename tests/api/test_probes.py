@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import cast
 
 from edge.api.routes import WRITE_PROBE_FRESH_S, WriteProbe
@@ -87,6 +88,7 @@ class _Card:
         self.write_problem: str | None = None
         self.stall: str | None = None
         self.probes = 0
+        self.path = Path("/nonexistent/edge.db")  # no other program holds a lock on it
 
     async def writable(self) -> str | None:
         self.probes += 1
