@@ -332,8 +332,9 @@ class WriteProbe:
         if self._db.stall is not None:  # a check would wait for the card with the orders: what it would find is known
             return self._db.stall
         # Nor behind another program's write lock (and the orders' busy waits queued on it), past `edge health`'s
-        # patience: the kernel's lock table tells at once.
-        if (held := await asyncio.to_thread(holder_note, self._db.path)) is not None:
+        # patience: the kernel's lock table tells at once. On the loop: /proc and the stats of files the agent holds
+        # open take microseconds and never the card, while the executor's threads may all wait on a stalled card.
+        if (held := holder_note(self._db.path)) is not None:
             return f"database {self._db.path}: cannot write: {held}"
         check = self._check
         if check is None or (check.done() and not self._still_good(check)):
