@@ -77,6 +77,8 @@ _CLEAR = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8: clear the 
 _CLEARED = b"\x37\x25\x00"  # its Clear response
 _QUERIES = (1, 2, 3, 4)
 _BUFFER = 4096  # receive buffer: a printer stops reading (and TCP pushes back) when this much waits to print
+_RESET_LOOK_S = 0.2  # how often a connection whose buffer is full is looked at for a reset from its host
+_TCP_CLOSE = 7  # tcpi_state (linux/tcp_states.h) of a connection the peer reset
 _CHUNK = 4096
 # Small stream buffers so a slow printer pushes back on the sender over TCP, as a real one does.
 _STREAM_LIMIT = 4096
@@ -165,6 +167,7 @@ class SimPrinter:
         self.power_off_after: int | None = None
         self.powered = True
         self._power_back = asyncio.Event()
+        self._power_cuts = 0  # power_off() calls: a connection from before the last one is unknown to it once back
         # {k: s}: the link stalls for s seconds at the reply to the k-th DLE EOT query (counted as status_asked): that
         # reply and everything sent after it on that connection arrive s seconds late, in order
         self.stalls: dict[int, float] = {}
@@ -245,6 +248,7 @@ class SimPrinter:
         nothing either, so open connections go silent (no FIN, no reset: the sender's writes still land in its own
         buffers) and new ones are refused. Unlike set_offline, which resets them as a printer failing mid-job does."""
         self.powered = False
+        self._power_cuts += 1
         self._power_back.clear()
         self._full = False
         self._cancel_relisten()
@@ -408,11 +412,17 @@ class SimPrinter:
         feed = _Feed(self, link)
         self._feeds.add(feed)
         held = b""  # the start of a query split across reads
-        cut = False
+        cut = rebooted = False
+        cuts = self._power_cuts
         try:
             while not cut:
                 rate = self.bytes_per_s
                 chunk = await reader.read(_CHUNK if rate is None else max(1, int(rate * _SLOW_TICK_S)))
+                if self.powered and self._power_cuts != cuts:
+                    # Switched off and on while this host sent nothing: the rebooted interface knows no such
+                    # connection and answers what comes on it with a reset (RFC 793, "Reset Generation" 1)
+                    cut = rebooted = True
+                    break
                 if not chunk:
                     if held:
                         await feed.put(held)
@@ -468,9 +478,9 @@ class SimPrinter:
             self._feeds.discard(feed)
             # Recorded before the connection goes, so a client that sees it close finds the job here.
             self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper, resumed=feed.resumed)
-            if cut:
+            if cut and not rebooted:
                 writer.transport.abort()  # a reset, as from a printer that fails mid-job
-            elif self.resets_at_end:
+            elif self.resets_at_end or rebooted:
                 with contextlib.suppress(OSError):
                     writer.get_extra_info("socket").setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
@@ -830,6 +840,12 @@ class _Link:
         while self._delayed and self._delayed[0][0] <= now:
             self._send(self._delayed.popleft()[1])
 
+    def reset(self) -> bool:
+        """Whether the host reset the connection: a TCP stack handles a reset on arrival (RFC 793, "Reset
+        Processing"), also while the printer reads nothing (its buffer full), and the connection is gone then."""
+        sock = self._writer.get_extra_info("socket")
+        return sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
+
     def _send(self, data: bytes) -> None:
         if self._writer.is_closing():  # the host hung up while it was on its way
             return
@@ -881,7 +897,10 @@ class _Feed:
         self._changed.set()
         while self._waiting > _BUFFER and not self._task.done() and not self.lost:  # full: it reads no more for now
             self._changed.clear()
-            await self._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), _RESET_LOOK_S)
+            if self.link.reset():
+                raise ConnectionResetError("the host reset the connection while the buffer was full")
 
     async def finish(self) -> None:
         if self._task is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import struct
@@ -285,3 +286,45 @@ async def test_a_printer_given_a_new_address_while_off_answers_there_only_once_i
     _, writer = await asyncio.open_connection("127.0.0.1", printer.port)
     writer.close()
     await writer.wait_closed()
+
+
+async def test_a_connection_from_before_a_power_cycle_is_reset_at_its_next_bytes(printer: SimPrinter) -> None:
+    """A host that sent a job and keeps its connection while the printer is switched off and on: the rebooted printer
+    knows no such connection, and a status query on it is answered with a reset, not a status. Before stop 83 the
+    simulator answered it as if nothing had happened, unlike a device (RFC 793, reset generation)."""
+    reader, writer = await asyncio.open_connection(*printer.address)
+    writer.write(b"JOB\n")
+    await writer.drain()
+    await wait_until(lambda: printer.job_bytes_in == 4, 5, "the job taken")
+    printer.power_off()
+    printer.power_on()
+    writer.write(b"\x10\x04\x01")
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(1), 5)
+    writer.close()
+
+
+async def test_a_host_that_resets_while_the_buffer_is_full_frees_the_printer_for_the_next(printer: SimPrinter) -> None:
+    """Paper runs out with the receive buffer full; the host resets its connection (a stalled write given up). The
+    printer's TCP handles the reset on arrival, also while its buffer is full, so the next host's connection is served
+    at once and a clear sent on it drops what the first left in the buffer. Before stop 83 the simulator noticed the
+    reset only once it read again, after a new roll, and the next host waited behind the dead connection."""
+    printer.speed, printer.resumes, printer.paper_out_after = PaperSpeed(), True, 100
+    first = socket.socket()
+    first.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        first.connect(printer.address)
+    await asyncio.sleep(0.1)
+    with contextlib.suppress(BlockingIOError):
+        first.send(b"LINE\n" * 4000)
+    await wait_until(lambda: printer.paper_out, 5, "paper out")
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    first.close()  # a reset
+    reader, writer = await asyncio.open_connection(*printer.address)
+    writer.write(b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08\x10\x04\x01")
+    await asyncio.wait_for(reader.readexactly(4), 5)  # the Clear response (3 bytes), then the status
+    assert printer.cleared == 1
+    writer.close()
+    printer.paper_out = False
+    await asyncio.sleep(0.5)  # 250 mm/s: a line left in the buffer would be on paper by now
+    assert len(printer.printed) == 1 and len(printer.printed[0]) <= 100
