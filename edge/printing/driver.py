@@ -367,7 +367,7 @@ class PrinterDriver:
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
         self._blind_ended: End | None = None  # how the last job sent without asking ended its connection
         self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
-        self._clear_first = False  # clear_at_first_contact, until the clear went out
+        self._clear_first = ""  # why the next connection clears the buffers first, until the clear went out
         # A ticket cut short may be on the paper still in the printer (its cover opened, the line dropped, a crash):
         # the next job first cuts it off, or it and the COPY come out as one strip.
         self._strip_end = strip_end
@@ -377,12 +377,12 @@ class PrinterDriver:
         """Its buffers may hold the rest of a job a crash cut short (the agent that sent it is gone): they are cleared
         on the next connection, before anything else goes (also to a printer stopped at paper end, and whether that
         connection is a status query or a job), and again on the one after until the clear went out."""
-        self._clear_first = self._cut_short_on_strip = True
+        self._clear_first, self._cut_short_on_strip = "a job a crash cut short may be left in them", True
 
     @property
     def clearing_first(self) -> bool:
         """Whether the clear asked for by clear_at_first_contact has yet to go out."""
-        return self._clear_first
+        return bool(self._clear_first)
 
     @property
     def answered_status(self) -> bool:
@@ -469,8 +469,8 @@ class PrinterDriver:
         if err := self._send_clear():
             self._close()
             raise DeviceUnreachableError(self.name, self.transport.label, f"buffers not cleared: {err}") from err
-        self._clear_first = False
-        log.info("printer_buffers_cleared", device_id=self.name, reason="a job a crash cut short may be left in them")
+        log.info("printer_buffers_cleared", device_id=self.name, reason=self._clear_first)
+        self._clear_first = ""
 
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
         # Accepted the connection, then hung up: not taking jobs.
@@ -571,6 +571,11 @@ class PrinterDriver:
                 return self._print_open(data)
             except DeviceStalledError:
                 self._stopped_in_ticket = True  # its silence from now on is that stop's, until it answers again
+                # What it took of the job stays in its buffer (the reset ends the connection, not the buffer): an
+                # Epson prints it on the new roll, headless, before the COPY (the power83 probe, F1). Not on a printer
+                # that gets its jobs without asking: tickets marked printed may wait in its buffer too (night74).
+                if self.asks_status:
+                    self._clear_first = "a job that stalled may be left in them"
                 raise
             finally:
                 self._close()
