@@ -348,6 +348,7 @@ class PrinterDriver:
         # is told as off ("" otherwise).
         self.stopped_why = ""
         self._stopped_in_ticket = False  # a ticket stalled or went unanswered, and it has not answered since
+        self._stalled = False  # a ticket's write stalled (its connection reset), and it has not answered since
         # The last job's drawer pulse went out but the printer was not seen to take it (no DLE EOT reply after it):
         # a hang-up then leaves the sale's drawer to its next receipt (JobStore.mark_failed's pulse_lost).
         self.pulse_unseen = False
@@ -491,6 +492,8 @@ class PrinterDriver:
         why = self._failed or (
             str(DeviceUnreachableError(self.name, self.transport.label, self.silence)) if self.silence else ""
         )
+        if why and self._stalled and (held := getattr(self.transport, "stall_held", "")):
+            why = f"{why}; {held}"  # silent or refusing since: maybe the reset that ended the ticket never got there
         state, replies = found
         self.stopped_why = (
             why if state == PrinterState.OFFLINE else error_detail(replies) if state == PrinterState.ERROR else ""
@@ -570,7 +573,8 @@ class PrinterDriver:
             try:
                 return self._print_open(data)
             except DeviceStalledError:
-                self._stopped_in_ticket = True  # its silence from now on is that stop's, until it answers again
+                # Its silence from now on is that stop's, until it answers again
+                self._stopped_in_ticket = self._stalled = True
                 # What it took of the job stays in its buffer (the reset ends the connection, not the buffer): an
                 # Epson prints it on the new roll, headless, before the COPY (the power83 probe, F1). Not on a printer
                 # that gets its jobs without asking: tickets marked printed may wait in its buffer too (night74).
@@ -965,6 +969,7 @@ class PrinterDriver:
             # Text is neither an answer nor silence: taken for a printer that cannot answer, it would get its tickets
             return
         self._stopped_in_ticket = self._stopped_in_ticket and not answered
+        self._stalled = self._stalled and not answered
         if not self._status_answers.note(answered):
             return
         if answered:

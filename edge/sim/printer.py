@@ -134,6 +134,9 @@ class SimPrinter:
         self.feed_button = False
         self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
         self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
+        # False: a host's reset never reaches it (lost in a network that dropped everything at that moment), so a
+        # connection it stopped reading (its buffer full) stays its own while it is stopped
+        self.hears_resets = True
         self.ignored: set[int] = set()  # DLE EOT n it never answers, all others it does (a clone's partial command set)
         # Every DLE EOT answered with this byte instead (None: its status): one that is not a status reply (0xFF, or
         # the fixed bits wrong), as from firmware or a model whose replies are not ESC/POS's
@@ -899,7 +902,7 @@ class _Feed:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), _RESET_LOOK_S)
-            if self.link.reset():
+            if self.printer.hears_resets and self.link.reset():
                 raise ConnectionResetError("the host reset the connection while the buffer was full")
 
     async def finish(self) -> None:

@@ -52,6 +52,13 @@ class TcpTransport:
     )
     # Never answered though the model does: another device on its address, or the till holding it
     never_answered = f"{not_a_printer}, or the till may hold it"
+    # After a stalled ticket's reset: lost in a network that dropped everything at that moment, it never reached the
+    # printer, whose interface then keeps the dead connection and serves no other until its own time-out (Epson's
+    # UB-E02: 5 minutes without data, Technical Reference Guide 4.6; the power83 probe, F2)
+    stall_held = (
+        "or the network dropped while the ticket was sent: the printer may still hold that connection and serve no"
+        " other until it frees it (about 5 minutes without data), or until it is switched off and on"
+    )
 
     def __init__(
         self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0

@@ -393,3 +393,34 @@ async def test_a_printer_that_stops_mid_ticket_and_waits_to_go_on_stays_in_its_f
     assert len(kitchen.printed) == (1 if backup else 4)  # the half of the first, and nothing of it again
     subjects = [m["Subject"] for m in sink.messages]
     assert subjects and not any("nicht erreichbar" in s for s in subjects), subjects
+
+
+async def test_a_printer_that_may_still_hold_a_stalled_tickets_connection_is_said_to(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A long ticket stalls (the roll ended, the printer takes no more for write_timeout) and the reset that ends its
+    connection never reaches the printer (as in a network that dropped everything at that moment: the simulated
+    printer does not hear it), so its interface keeps the dead connection and serves no other: the agent's probes are
+    taken and never answered. The state detail says that the printer may still hold that connection and what frees
+    it. Before stop 83 it named only the printer's own stops, and on a real interface the kitchen stayed offline for
+    its 5-minute connection time-out after a 30 s network blip with nothing telling why (the power83 probe, F2)."""
+    kitchen = printers["kitchen"]
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["write_timeout"] = 1.0
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen.speed, kitchen.resumes, kitchen.hears_resets = PaperSpeed(), True, False  # an Epson whose buffer is full
+    big = dict(example_order, id="ord_catering", number="C-1", print_receipt=False)
+    note = "ohne Zwiebeln, extra scharf " * 5
+    big["items"] = [
+        dict(example_order["items"][1], sku=f"SKU-{n}", name=f"Gericht {n:03d}", note=note) for n in range(150)
+    ]
+    kitchen.paper_out_after = 2_000
+    async with api_client(agent) as api:
+        assert (await post(api, big))[0] == 201
+    await wait_until(
+        lambda: "may still hold that connection" in agent.spoolers["kitchen"].state_detail,
+        30,
+        "the held connection named in the detail",
+    )
+    detail = agent.spoolers["kitchen"].state_detail
+    assert agent.spoolers["kitchen"].state.value == "offline" and "switched off and on" in detail, detail
