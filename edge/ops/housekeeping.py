@@ -30,12 +30,9 @@ STORAGE_PROBE_S = 10.0
 ROOM_RETRY_S = 60.0
 ROOM_BATCH = 20
 
-# Retention's "now" is never later than this past the newest order's own time (without central's clock, which is
-# exact): a box clock that jumps years ahead must not make every order, and every seen-order record that stops a
-# second print, look old; yet a card full of orders, refusing new ones, must see its old orders age. A twenty-fourth
-# of retention.days at most: before stop 83 a day whatever retention.days was, so with 1 a clock weeks ahead purged
-# orders seconds old (the boot83 probe, F6). Also how far an order's own time counts past our receipt of it: one a
-# sender dated 2099 must not lift the bound.
+# Retention's "now" is never later than this past the newest time it knows from elsewhere (central's clock, the
+# newest order's created_at): a box clock that jumps years ahead must not make every order, and every seen-order
+# record that stops a second print, look old. Far above clock skew between hosts.
 AHEAD_MARGIN_S = 86400.0
 
 RECEIPTS_ON = ReceiptSettings()  # [receipts] as the default has it
@@ -165,21 +162,17 @@ class Housekeeping:
             log.info("held_receipts_discarded", count=discarded, reason="receipts.enabled = false")
 
     async def now(self) -> float:
-        """The box clock, but never past central's clock once it has answered, nor more than the margin (see
-        AHEAD_MARGIN_S) past the newest stored order's created_at (the sender's; see
-        store_retention.newest_order_time), whichever is later. Behind them, the box clock as it is: retention lags;
-        on a clock far ahead an order goes at most that margin early. A store closed for weeks without a central link
-        only keeps its data longer. With nothing known (an empty database), the box clock."""
+        """The box clock, but never more than AHEAD_MARGIN_S past the newest time known from elsewhere: central's
+        clock, or the newest stored order's created_at (the sender's; see store_retention.newest_order_time). Behind
+        them, the box clock as it is: retention lags, nothing is purged early. A store closed for weeks without a
+        central link only keeps its data longer. With nothing known (an empty database), the box clock."""
         wall = self._clock.wall()
         central = self._central.wall() if self._central else None
-        margin = min(AHEAD_MARGIN_S, self._retention.days * 86400 / 24)
         newest = await store_retention.newest_order_time(self._db, past_receipt_s=AHEAD_MARGIN_S)
-        known = [t for t in (central, None if newest is None else newest + margin) if t is not None]
-        now = min(wall, max(known)) if known else wall
-        # One line when it starts holding back for a clock more than a day ahead, one when it stops: less is skew, or
-        # a store quiet since its last order
-        if (ahead := wall - now > AHEAD_MARGIN_S) != self._held_back:
-            self._held_back = ahead
+        known = [t for t in (central, newest) if t is not None]
+        now = min(wall, max(known) + AHEAD_MARGIN_S) if known else wall
+        if (now < wall) != self._held_back:  # one line when it starts holding back, one when it stops
+            self._held_back = now < wall
             times = {"box_clock": _iso(wall), "retention_now": _iso(now)}
             if self._held_back:
                 log.warning("retention_clock_ahead", **times, ahead_days=round((wall - now) / 86400, 1))
