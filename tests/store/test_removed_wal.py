@@ -4,6 +4,7 @@ writing to the removed file through its descriptor, and the agent's fsync by nam
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,40 @@ async def test_an_order_answered_after_the_wal_was_removed_is_in_the_database_af
         assert sorted(numbers) == [o["number"] for o in orders]
     finally:
         await agent.close()
+
+
+@pytest.mark.slow(seconds=6)
+async def test_after_a_removed_wal_was_taken_over_another_programs_open_and_close_leaves_the_new_one_alone(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """edge.db-wal removed once and taken over (an order 503, its retry taken); then another program opens edge.db
+    and closes it (a technician's sqlite3, `edge status`, `edge backup`) three times, an order after each: the new
+    WAL stays and every order is taken at once. Before (the verify83 probe, F4) the takeover's own fsync of edge.db
+    (an open and close of the file) dropped the agent's POSIX locks on it, so each outside close found itself the last
+    connection and deleted the WAL again: an order 503 and another takeover each time, until a restart."""
+    agent = agent_process(tmp_path, printers)
+    db = tmp_path / "data" / "edge.db"
+    wal = db.with_name("edge.db-wal")
+    await agent.start()
+    try:
+        async with api_client(agent.port) as api:
+            assert (await post(api, fresh(make_order(1, print_receipt=False))))[0] == 201
+            wal.unlink()  # the careless rm
+            order = fresh(make_order(2, print_receipt=False))
+            assert (await post(api, order))[0] == 503
+            assert (await post(api, order))[0] in (200, 201)  # the retry, after the takeover
+            for n in (3, 4, 5):
+                await asyncio.to_thread(_open_and_close, db)
+                assert wal.exists(), f"edge.db-wal deleted by an outside close, before order {n}"
+                status, body = await post(api, fresh(make_order(n, print_receipt=False)))
+                assert status == 201, body
+    finally:
+        await agent.close()
+
+
+def _open_and_close(db: Path) -> None:
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        conn.execute("SELECT COUNT(*) FROM orders").fetchone()
+    finally:
+        conn.close()
