@@ -118,6 +118,8 @@ def _unwritable(err: StoreUnavailableError) -> str:
     text = str(err).lower()
     if (held := text.find("another program holds")) >= 0:  # a technician's sqlite3: the card is fine
         return str(err)[held:].split(";")[0]
+    if "replaced while the agent ran" in text:
+        return "the box's database was replaced while the agent ran: stop the agent and use `edge restore`"
     if "full" in text:
         return "the box's storage card is full"
     if "readonly" in text or "read-only" in text:

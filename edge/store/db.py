@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import errno
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -25,6 +26,7 @@ from edge.log import SaidOnce
 from edge.mounts import read_only_advice
 from edge.store import migrations as migrations_mod
 from edge.store.holders import held_open, locked
+from edge.store.meta import INCARNATION_KEY, UPSERT_META
 
 log = structlog.get_logger()
 
@@ -380,6 +382,35 @@ def _sync_failure(path: Path, err: OSError) -> StoreUnavailableError:
     return failure
 
 
+def _file_seen(path: Path) -> tuple[int, int, int, int]:
+    """What changes when anything writes the file itself (a checkpoint, a copy over it) or puts another in its place.
+    The agent's own writes go to the WAL: this stays as it is between its checkpoints."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _incarnation_in_file(path: Path) -> str | None:
+    """The incarnation the file at ``path`` holds now, read through a connection of its own (the agent's may hold the
+    old file's pages in memory). Through the WAL: the file alone is no consistent snapshot while a checkpoint a reader
+    held back has copied only a part of it. StoreError if unreadable (a copy half written): not a verdict yet."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (INCARNATION_KEY,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from err
+    return None if row is None else str(row[0])
+
+
+def replaced_problem(path: Path) -> str:
+    return (
+        f"database {path}: {path.name} was replaced while the agent ran: stop the agent and use `edge restore`"
+        " (orders taken since that copy are not in it; a resend of one would print a second time)"
+    )
+
+
 # A lingering write (a spool's claim or printed mark) waits at most this long, and never longer than two fsyncs have
 # lately taken, for a write that cannot wait (an order) to share its commit: see Database.write.
 LINGER_MAX_S = 0.020
@@ -430,6 +461,10 @@ class Database:
         self._checkpoint_failed = SaidOnce("store_checkpoint_failed", db=str(path))  # each write tries it again
         self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
         self.gave_room_at_open = False  # the start found the card full and gave that room back
+        # The agent's: its file's incarnation and how the file looked at the last check (see _check_file).
+        self._incarnation: str | None = None
+        self._seen: tuple[int, int, int, int] | None = None
+        self._replaced = False
         self.on_write_health: Callable[[str | None], None] | None = None
         # A write the card has not finished this long after it began is a stall (None: not watched, as in commands):
         # ``stall`` says so, as the write problem too, until the card finishes a write.
@@ -485,7 +520,58 @@ class Database:
                     _room_given(path, "the card is full")
                     db.gave_room_at_open = True
         db._room = room
+        await db._watch_file()
         return db
+
+    async def _watch_file(self) -> None:
+        """From now on each write first checks that the file is still the one opened (_check_file). A file without an
+        incarnation (a new one, or a backup restored) gets one, in a commit that syncs nothing of its own (synchronous
+        is NORMAL: the start's first write's fsync carries it, a power cut before it only means another one). One the
+        card refuses leaves the file unwatched for this run."""
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (INCARNATION_KEY,))
+        incarnation = secrets.token_hex(8) if row is None else str(row[0])
+        if row is None:
+            try:
+                async with self._write_lock:
+                    await self._writer.execute(UPSERT_META, (INCARNATION_KEY, incarnation))
+            except sqlite3.Error as err:
+                log.warning("store_file_not_watched", db=str(self.path), error=str(err))
+                return
+        self._seen = await asyncio.to_thread(_file_seen, self.path)
+        self._incarnation = incarnation
+
+    async def _check_file(self) -> StoreUnavailableError | None:
+        """Before each of the agent's writes: the file at its path is still the one it opened and wrote. A backup put
+        back by hand while it runs (`cp` over it: the same inode, older pages; `mv`: another inode) would take its
+        writes as its own: the orders taken since are gone, a resend of one is stored anew and prints a second time
+        unmarked, and WAL frames written back onto older pages damage the file. Refused for good instead (503, /ready,
+        the storage alarm), never written into: `edge restore` is the way. One stat a write; the file itself is read
+        only when it changed (the agent's own checkpoints: one per thousand pages or so). Returns the refusal."""
+        if self._incarnation is None:
+            return None  # a command's, or a file the start could not mark
+        if not self._replaced:
+            try:
+                seen: tuple[int, int, int, int] | None = _file_seen(self.path)
+            except OSError:
+                seen = None  # removed or moved away: not the file opened either
+            if seen == self._seen:
+                return None
+            assert self._seen is not None
+            if seen is not None and seen[:2] == self._seen[:2]:  # the same inode, written: a checkpoint, or a copy
+                try:
+                    self._replaced = await asyncio.to_thread(_incarnation_in_file, self.path) != self._incarnation
+                except StoreError as err:  # a copy half written: no verdict yet, and no write into it
+                    return StoreUnavailableError(str(err))
+            else:
+                self._replaced = True
+            if not self._replaced:
+                self._seen = seen
+                return None
+            log.error("store_file_replaced", db=str(self.path), problem=replaced_problem(self.path))
+            self.write_problem = None  # it outranks whatever else stands: the one told from now on
+        problem = replaced_problem(self.path)
+        self._set_write_problem(problem)
+        return StoreUnavailableError(problem)
 
     async def close(self) -> None:
         for task in (self._committer, self._syncer):
@@ -517,7 +603,9 @@ class Database:
         behind it ends whatever it left open before the lock is let go. A caller cancelled after its body ran may still
         have its writes committed with the group (as a cancellation at COMMIT always could).
         """
-        async with self._writer_turn():
+        async with self._writer_turn() as refused:
+            if refused is not None:
+                raise refused
             group = self._group
             try:
                 if group is None:
@@ -540,19 +628,21 @@ class Database:
         await _to_the_end(asyncio.shield(group.done))
 
     @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
-        """The write lock, counting who waits for it: a write nobody waits to join commits on its own (see write)."""
+    async def _writer_turn(self) -> AsyncIterator[StoreUnavailableError | None]:
+        """The write lock, counting who waits for it: a write nobody waits to join commits on its own (see write).
+        Yields why the write must not go into the file (_check_file), None when it may: raised by the caller."""
         self._queued += 1
         try:
             await self._write_lock.acquire()
         finally:
             self._queued -= 1
         try:
-            if self._wal_refused and self._group is None:
+            refused = await self._check_file()
+            if refused is None and self._wal_refused and self._group is None:
                 await self._checkpoint_refused_wal()
-            if self._wal_removed and self._group is None:
+            if refused is None and self._wal_removed and self._group is None:
                 await self._take_over_wal()
-            yield
+            yield refused
         finally:
             self._write_lock.release()
 
@@ -912,7 +1002,12 @@ class Database:
 
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
-        async with self._writer_turn():
+        async with self._writer_turn() as refused:
+            if refused is not None:
+                fn(self._direct).close()  # called once the writer is ours, as promised: it may take what is pending
+                if then is not None:
+                    then()
+                raise refused
             group = self._group
             if group is not None:
                 group.durable = True  # a group a write that need not be durable opened (see transaction) now must be

@@ -32,7 +32,7 @@ from edge.store.identity import (
     recorded_store,
 )
 from edge.store.jobs import BACK_IN_LINE, PRINTABLE
-from edge.store.meta import UPSERT_META
+from edge.store.meta import INCARNATION_KEY, UPSERT_META
 from edge.store.rows import PrintableJob
 
 log = structlog.get_logger()
@@ -187,7 +187,8 @@ def login_rest_of_file(path: Path) -> LoginRest | None:
 def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:
     """Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
     ``standalone`` (a backup file): with a rollback journal, so that reading it (its check, a restore) leaves no -wal
-    and -shm files beside it; a copy of the agent's database is in WAL mode. StoreError (SQLite's words) if it
+    and -shm files beside it, and without the file's incarnation (Database._check_file); a copy of the agent's
+    database is in WAL mode. StoreError (SQLite's words) if it
     fails."""
     try:
         src = sqlite3.connect(source)
@@ -200,6 +201,10 @@ def copy_database(source: Path, target: Path, *, standalone: bool = False) -> No
                 src.backup(dst, pages=-1)
                 if standalone:
                     dst.execute("PRAGMA journal_mode=DELETE")
+                    # Not the agent's file: copied back over it by hand while the agent runs, it is told apart.
+                    if dst.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                        dst.execute("DELETE FROM meta WHERE key = ?", (INCARNATION_KEY,))
+                        dst.commit()
             finally:
                 dst.close()
         finally:

@@ -45,6 +45,7 @@ from tests.helpers import (
     edge,
     edge_backup,
     eventually,
+    fresh,
     key_mark,
     killed_writer,
     post,
@@ -1227,5 +1228,50 @@ async def test_a_restore_onto_a_new_box_says_what_it_cannot_know_and_when_the_bo
         [_, clock] = again.stdout.splitlines()
         assert "clock" in clock and "behind" in clock and "backup's newest order" in clock and "NTP" in clock, clock
         assert "-before-restore.db" in clock, clock
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize("by", ["cp", "mv"])
+async def test_a_backup_copied_over_the_running_agents_database_is_refused_not_written_into(
+    tmp_path: Path, printers: dict[str, SimPrinter], by: str
+) -> None:
+    """Orders 1-2, the nightly `edge backup`, orders 3-5 printed (their pages written back into edge.db, as SQLite's
+    checkpoint does); then a technician puts the backup back by hand while the agent runs (`cp` over edge.db: the
+    same file rewritten; or `mv` of a copy over it: another file) instead of `edge restore`, and the till resends
+    order 3. The agent refuses it (503 naming what happened and what to do), /ready says so, and A-1003 prints once.
+    Before stop 83 nothing noticed: /ready 200, orders 3-5 silently gone, the resend 201 and A-1003 printed a second
+    time unmarked (storage83 F7)."""
+    agent = agent_process(tmp_path, printers)
+    db, kitchen = tmp_path / "data" / "edge.db", printers["kitchen"]
+    bodies = {n: fresh(make_order(n, print_receipt=False)) for n in (1, 2, 3, 4, 5)}
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            for n in (1, 2):
+                assert (await post(api, bodies[n]))[0] == 201
+            await kitchen.wait_for_printed(2)
+            backup = await edge_backup(agent.config)
+            for n in (3, 4, 5):
+                assert (await post(api, bodies[n]))[0] == 201
+            await kitchen.wait_for_printed(5)
+            await db_execute(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            if by == "cp":
+                await asyncio.to_thread(shutil.copyfile, backup, db)
+            else:
+                await asyncio.to_thread(shutil.copyfile, backup, db.with_name("edge.db.new"))
+                os.replace(db.with_name("edge.db.new"), db)
+
+            status, answer = await post(api, bodies[3])
+            assert status == 503, answer
+            assert "replaced while the agent ran" in str(answer) and "edge restore" in str(answer), answer
+            # /ready holds a good check up to a second after a write failed (WriteProbe), then checks again.
+            await until(api, "/ready", lambda body: "replaced while the agent ran" in str(body), "/ready naming it")
+            async with api.get("/ready") as response:
+                assert response.status == 503
+        await asyncio.sleep(0.5)  # a ticket the resend had queued would be on its way by now
+        a1003 = [t for t in (decode(p).text for p in kitchen.printed) if "A-1003" in t]
+        assert len(a1003) == 1, a1003
+        assert "was replaced while the agent ran" in agent.log.read_text()
     finally:
         await agent.close()
