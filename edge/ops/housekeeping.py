@@ -246,7 +246,12 @@ class Housekeeping:
         if not await store_retention.anything_to_purge(
             self._db, cutoff=now - self._retention.days * 86400, readers=self._readers
         ):
-            log.warning("card_full_nothing_to_purge", older_than_days=self._retention.days)
+            # The WAL a reader held may have filled it: written back on the room, the next write starts it over.
+            log.warning(
+                "card_full_nothing_to_purge",
+                older_than_days=self._retention.days,
+                log_written_back=await self._db.checkpoint_on_room(),
+            )
             return
         async with self._db.wal_within_room():  # else the deletes' WAL outgrew the room before its checkpoint
             given = await self._db.give_room()

@@ -76,6 +76,12 @@ def no_room(path: Path, err: BaseException | None) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and card_full(path.parent)
 
 
+def _no_room_for(path: Path, err: sqlite3.Error) -> bool:
+    """Whether SQLite refused ``err``'s write for want of room on the card (SQLITE_FULL, or its I/O error there)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(err) or no_room(path, err)
+
+
 def card_full(folder: Path) -> bool:
     """Whether the card holding ``folder`` has less room than the agent keeps for a start (ROOM_BYTES)."""
     try:
@@ -646,16 +652,46 @@ class Database:
         finally:
             self._write_lock.release()
 
-    async def _checkpoint_refused_wal(self) -> None:
+    async def checkpoint_on_room(self) -> bool:
+        """On a full card with nothing retention may delete: the checkpoint a write the card refused left to do
+        (_checkpoint_refused_wal), on the room kept beside the database if the file must grow for it. True when the
+        WAL was all written back (the next write starts it over). Only for a WAL a reader held, grown past twice what
+        SQLite lets it hold before its checkpoint: a card the agent's own orders filled keeps the room for the deletes
+        of their retention (the file's checkpoint would spend it on new orders)."""
+        row = await self.fetchone("PRAGMA page_size")
+        most = _WAL_AUTOCHECKPOINT * ((int(row[0]) if row is not None else 4096) + _WAL_FRAME_HEADER)
+        try:
+            held = (await asyncio.to_thread(os.path.getsize, _wal(self.path))) > 2 * most
+        except OSError:
+            held = False
+        async with self._write_lock:
+            if self._wal_refused and self._group is None:
+                await self._checkpoint_refused_wal(room=held)
+            return not self._wal_refused
+
+    async def _checkpoint_refused_wal(self, *, room: bool = False) -> None:
         """Before the next write after one a full card refused: new writes go to the WAL first, and SQLite starts it
         over from its beginning (reusing its blocks) only at a write after a checkpoint that copied all of it into the
         file, which runs after a COMMIT that succeeded. On a full card none can while the WAL needs to grow (a reader
         held an older snapshot when it should have started over: a backup's copy, ``edge status``): every write,
         the storage probe's too, failed for good, with free pages in the file (https://www.sqlite.org/wal.html,
         "Avoiding Excessively Large WAL Files"). PASSIVE: it waits for no reader; one still reading keeps the flag
-        for the next write."""
+        for the next write.
+
+        The checkpoint writes the WAL's pages into the file, which grows by them when it has no free pages (a reader
+        held the WAL from the first orders on, and it filled the card): the card has no byte for that but the room
+        kept beside the database. ``room`` (checkpoint_on_room: nothing retention may delete, which the room is kept
+        for) gives it back for that when the checkpoint fails for room; it is kept again by retention's next run on a
+        full card, or of what the stop frees. Before stop 83 it stayed kept and every order was 503 for good
+        (storage83 F3)."""
+        checkpoint = "PRAGMA wal_checkpoint(PASSIVE)"
         try:
-            row = await (await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")).fetchone()
+            try:
+                row = await (await self._writer.execute(checkpoint)).fetchone()
+            except sqlite3.Error as err:
+                if not (room and _no_room_for(self.path, err) and await self.give_room()):
+                    raise
+                row = await (await self._writer.execute(checkpoint)).fetchone()
         except sqlite3.Error as err:
             self._checkpoint_failed.failed(str(err))
             return

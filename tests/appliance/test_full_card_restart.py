@@ -531,6 +531,31 @@ async def test_a_full_card_whose_log_could_not_grow_takes_orders_again_once_the_
     assert taken - held > 20, f"{taken - held} orders taken once the reader was done: {refused}"
 
 
+async def test_a_card_filled_by_a_log_a_reader_held_takes_orders_again_once_it_is_done_though_the_file_must_grow(
+    card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """A technician's sqlite3 left in a read transaction from the agent's first orders on: the WAL cannot be
+    checkpointed, grows with every order until the card is full (503), and the database file, small, has no free pages.
+    The reader lets go: the checkpoint that lets SQLite start the WAL over must grow the file by what the WAL holds,
+    and the card has no byte for it but the room the agent keeps beside the database. That room is given back for it,
+    and a sender's retry is taken. Before stop 83 the checkpoint failed "database or disk is full" at every write, the
+    room stayed kept, and every order was 503 for good (storage83 F3)."""
+    db = card / "edge.db"
+    agent = await make_agent(alerts={"disk_free_min_mb": 0})
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        reader = await asyncio.to_thread(snapshot_held, db)
+        held, _ = await take_until_refused(api, 2)
+        [(free,)] = await db_rows(db, "PRAGMA freelist_count")
+        assert free < 10, f"the file has {free} free pages: the checkpoint would not need to grow it"
+        await asyncio.to_thread(reader.close)
+        answers = [(await post(api, make_order(held, print_receipt=False)))[0] for _ in range(3)]
+        if 201 not in answers:  # the storage probe's run, as every 10 s while writes fail
+            await run_storage_probe(agent)
+            answers += [(await post(api, make_order(held, print_receipt=False)))[0] for _ in range(3)]
+        assert 201 in answers, f"a sender's retries after the reader was done: {answers}"
+
+
 async def test_a_restart_on_a_card_full_to_its_last_byte_purges_every_old_order_before_taking_new_ones(
     big_card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
