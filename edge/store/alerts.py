@@ -312,6 +312,13 @@ def _listed(details: dict[str, Any], item: dict[str, Any] | None) -> bool:
     return item is None or any(i.get("id") == item.get("id") for i in details.get("items", []))
 
 
+def _repeats(details: dict[str, Any], item: dict[str, Any] | None) -> bool:
+    """Whether a repeat (again) may be one the group already holds: its item listed, or a full list, which has dropped
+    the oldest and may have dropped it (30 refusals redelivered after a crash counted 30 more, "weitere Male", the
+    verify83 probe, F1). Only a list with room tells an item that is not there as one never stored (a crash lost it)."""
+    return _listed(details, item) or len(details.get("items", [])) >= _MAX_ITEMS
+
+
 def group_dict(row: aiosqlite.Row) -> dict[str, Any]:
     group = dict(row)
     group["details"] = json.loads(group["details"])
@@ -354,7 +361,7 @@ class AlertStore:
                     outcomes.append((s, True))
                     continue
                 g = group_dict(rows[0])
-                if s.firing and s.again and g["state"] == "firing" and _listed(g["details"], s.item):
+                if s.firing and s.again and g["state"] == "firing" and _repeats(g["details"], s.item):
                     continue  # found as the run before left it: the same outage, not one more
                 if s.firing:
                     # A new episode only once the last one is fully told (or dropped); flapping stays one episode.

@@ -63,3 +63,18 @@ async def test_a_repeated_refusal_is_one_more_only_where_its_order_is_not_listed
         assert group["fires_total"] == 2 and [i["id"] for i in group["details"]["items"]] == ["o1", "o2"]
     finally:
         await db.close()
+
+
+async def test_repeated_refusals_of_orders_a_full_list_dropped_are_no_more_occurrences(tmp_path: Path) -> None:
+    """30 refusals fire one group, which lists the newest 20; the broker redelivers all 30 after a crash (again=True):
+    the 10 whose orders the list dropped are no new occurrences either, the group still counts 30. Before (the verify83
+    probe, F1) they counted as 10 more, and the manager got a second mail, "10 weitere Male", for no new message."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = AlertStore(db)
+    try:
+        await store.apply([refused(f"o{n}", 100.0 + n) for n in range(30)])
+        await store.apply([refused(f"o{n}", 200.0 + n, again=True) for n in range(30)])
+        group = await store.group("cancel_refused:orders")
+        assert group is not None and group["fires_total"] == 30, group["fires_total"]
+    finally:
+        await db.close()
