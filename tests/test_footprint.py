@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from PIL import Image
 
@@ -301,24 +302,35 @@ async def test_the_agent_runs_and_prints_without_importing_modules_only_other_mo
     __init__ imported importlib.abc for one base class (~2 ms and 0.1 MB of every start of every command), the config
     loader difflib (0.6 ms, 0.1 MB), and `edge run` built every command's parser (~7 ms, 0.3 MB) (issue 17; the
     startup helper of stop 81)."""
+    imported = await imported_while_printing(tmp_path, receipt=True)
+    assert "jinja2" in imported  # the log is read right: the printing stack was loaded
+    assert imported & {"importlib.abc", "importlib.resources", "difflib", "edge.alerts.commands"} == set()
+
+
+async def imported_while_printing(
+    tmp_path: Path, *, receipt: bool, asked: Callable[[aiohttp.ClientSession], Awaitable[None]] | None = None
+) -> set[str]:
+    """The modules the real agent (this config: neither [smtp] nor [central]) imports, Python's import log on, from
+    its start through printing one order (its receipt too if ``receipt``) and ``asked`` (more requests), to its stop."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"PYTHONPROFILEIMPORTTIME": "1"})
-    (order,) = orders(fresh(EXAMPLE), 1, receipt=True)
+    (order,) = orders(fresh(EXAMPLE), 1, receipt=receipt)
+    printer = front if receipt else kitchen
     try:
         await agent.start()
         async with api_client(agent.port) as api:
             assert (await post(api, order))[0] == 201
-            await wait_until(lambda: any(order["number"].encode() in job for job in front.printed))
+            await wait_until(lambda: any(order["number"].encode() in job for job in printer.printed))
+            if asked is not None:
+                await asked(api)
         assert await agent.terminate() == 0
-        imported = set(imported_modules(agent.log.read_text(errors="replace")))
+        return set(imported_modules(agent.log.read_text(errors="replace")))
     finally:
         await agent.close()
         await kitchen.stop()
         await front.stop()
-    assert "jinja2" in imported  # the log is read right: the printing stack was loaded
-    assert imported & {"importlib.abc", "importlib.resources", "difflib", "edge.alerts.commands"} == set()
 
 
 async def test_edge_run_answers_help_and_mistakes_as_every_command_does() -> None:
@@ -336,25 +348,13 @@ async def test_a_box_without_mail_or_a_central_api_never_loads_their_code(tmp_pa
     """The real agent with neither [smtp] nor [central], Python's import log on: it starts, prints an order and
     answers that alert mail and recovery are off, without importing the alerter, the mailer, the alert outbox or any
     of edge.sync (before stop 83 every start imported them all, ~1 MB of an idle agent's 50 MB, issue 17)."""
-    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
-    await kitchen.start()
-    await front.start()
-    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"PYTHONPROFILEIMPORTTIME": "1"})
-    (order,) = orders(fresh(EXAMPLE), 1, receipt=False)
-    try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, order))[0] == 201
-            await wait_until(lambda: any(order["number"].encode() in job for job in kitchen.printed))
-            for path in ("/api/v1/alerts/outbox", "/api/v1/recovery/status"):
-                async with api.get(path) as response:
-                    assert response.status == 200 and (await response.json())["enabled"] is False, path
-        assert await agent.terminate() == 0
-        imported = set(imported_modules(agent.log.read_text(errors="replace")))
-    finally:
-        await agent.close()
-        await kitchen.stop()
-        await front.stop()
+
+    async def off(api: aiohttp.ClientSession) -> None:
+        for path in ("/api/v1/alerts/outbox", "/api/v1/recovery/status"):
+            async with api.get(path) as response:
+                assert response.status == 200 and (await response.json())["enabled"] is False, path
+
+    imported = await imported_while_printing(tmp_path, receipt=False, asked=off)
     assert "edge.api.recovery" in imported  # the log is read right: the routes' modules were loaded
     unneeded = {"edge.alerts.alerter", "edge.alerts.mailer", "edge.alerts.outbox", "edge.sync"}
     assert {name for name in imported if name in unneeded or name.startswith("edge.sync.")} == set()
