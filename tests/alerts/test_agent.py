@@ -1020,3 +1020,52 @@ async def test_a_dead_ticket_a_person_discarded_ends_its_alarm_while_a_later_cha
     lines = all_clear_jobs(sink)
     assert len(lines) == 1 and f"Druckauftrag: {ticket}" in lines[0], lines
     assert lines[0].rstrip().endswith("Ausgang: verworfen, nicht gedruckt"), lines
+
+
+def ticket_mails(sink: SmtpSink, printer: str) -> list[str]:
+    """The kinds of the "Bon nicht gedruckt" mails about ``printer``'s tickets, in the order they came."""
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    about = [s for s in subjects if f"Bon nicht gedruckt (Drucker {printer})" in s]
+    return [next((kind for kind in ("BEHOBEN", "ERINNERUNG", "STÖRUNG") if kind in s), s) for s in about]
+
+
+@pytest.mark.parametrize("front_ticket", ["dead", "waits"])
+async def test_a_dead_ticket_discarded_is_told_over_while_an_earlier_printers_ticket_alarm_stays_on(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    front_ticket: str,
+) -> None:
+    """The front printer hangs up on A-1001's receipt until it is given up, then the kitchen printer on A-1002's
+    ticket: two "Bon nicht gedruckt" alarms, front's first. The front receipt stays dead (or is retried with the
+    printer off and waits for it); a person discards the kitchen ticket. Its all-clear comes; front's alarm stays on.
+    Before stop 83 no test had two ticket alarms at once (mut83: the `continue` past an alarm whose ticket is still
+    dead, or still waits, → `break` survived: the kitchen's all-clear would never come while front's alarm was on)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+    front, kitchen = printers["front"], printers["kitchen"]
+    front.drop_after = 100
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        status, body = await post(api, make_order(1))
+        assert status == 201, body
+        await eventually(
+            lambda: job_states(agent), lambda states: sorted(states) == ["dead", "printed"], what="the receipt dead"
+        )
+        await wait_until(lambda: ticket_mails(sink, "front"), timeout=15, what="the front receipt's alarm")
+        [(receipt,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE state = 'dead'")
+        kitchen.drop_after = 100
+        status, body = await post(api, make_order(2, print_receipt=False))
+        assert status == 201, body
+        [ticket] = body["job_ids"]
+        await wait_until(lambda: ticket_mails(sink, "kitchen"), timeout=15, what="the kitchen ticket's alarm")
+        if front_ticket == "waits":
+            front.set_offline(True)
+            async with api.post(f"/api/v1/jobs/{receipt}/retry") as response:
+                assert response.status in (200, 201), await response.text()
+        async with api.post(f"/api/v1/jobs/{ticket}/discard") as response:
+            assert response.status in (200, 201), await response.text()
+        await wait_until(lambda: len(ticket_mails(sink, "kitchen")) == 2, timeout=15, what="the kitchen's all-clear")
+    assert ticket_mails(sink, "kitchen") == ["STÖRUNG", "BEHOBEN"]
+    assert ticket_mails(sink, "front") == ["STÖRUNG"]
