@@ -30,6 +30,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from edge.sync.mqtt import PahoClient
 from tests.helpers import (
     TOKEN,
     api_client,
@@ -721,6 +722,44 @@ async def test_an_exception_out_of_pahos_network_loop_is_logged_once_and_the_lin
             await wait_until(lambda: failed == 2, what="paho's wait failed twice")
             await line.line(True)
             await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link back")
+            await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
+            await printers["kitchen"].wait_for_printed(1)
+        told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
+        assert [e["error"] for e in told] == ["OSError: [Errno 22] Invalid argument"], told
+    finally:
+        await line.stop()
+
+
+async def test_an_exception_out_of_pahos_network_loop_before_the_first_connection_is_logged_and_the_link_comes_up(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter], monkeypatch: Any
+) -> None:
+    """The store's line to the broker is down as the agent starts, and paho's wait before its next try fails twice
+    with EINVAL. The failure is logged once; paho's own retries go on (its wait is called again while the line is
+    down), and once the line is back the link comes up and the next order prints. Before stop 83 no test failed the
+    loop before a first connection (mut83: the told-once flag starting set, and the loop going on without paho's
+    retry of a first connection, survived: such a failure was never logged, and the retries ran on our pause alone)."""
+    line = HoldingProxy(broker.port)
+    await line.start()
+    await line.line(False)
+    waits = PahoClient._reconnect_wait
+    failed = 0
+
+    def failing(client: PahoClient) -> None:
+        nonlocal failed
+        if failed < 2:
+            failed += 1
+            raise OSError(22, "Invalid argument")
+        waits(client)
+
+    monkeypatch.setattr(PahoClient, "_reconnect_wait", failing)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            agent = await make_agent(
+                mqtt={**mqtt_section(broker), "url": f"mqtt://127.0.0.1:{line.port}", "reconnect_max_s": 0.5}
+            )
+            await wait_until(lambda: failed == 2, what="paho's wait failed twice, the line down")
+            await line.line(True)
+            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
             await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
             await printers["kitchen"].wait_for_printed(1)
         told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
