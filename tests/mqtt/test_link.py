@@ -733,21 +733,20 @@ async def test_an_exception_out_of_pahos_network_loop_is_logged_once_and_the_lin
 async def test_an_exception_out_of_pahos_network_loop_before_the_first_connection_is_logged_and_the_link_comes_up(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter], monkeypatch: Any
 ) -> None:
-    """The store's line to the broker is down as the agent starts, and paho's wait before its next try fails twice
-    with EINVAL. The failure is logged once; paho's own retries go on (its wait is called again while the line is
-    down), and once the line is back the link comes up and the next order prints. Before stop 83 no test failed the
-    loop before a first connection (mut83: the told-once flag starting set, and the loop going on without paho's
-    retry of a first connection, survived: such a failure was never logged, and the retries ran on our pause alone)."""
+    """The store's line to the broker is down as the agent starts, and paho's wait before its next try fails three
+    times with EINVAL. The failure is logged once, the loop goes on a second after each (a failure that repeats does
+    not spin paho's thread), and once the line is back the link comes up and the next order prints. Before stop 83 no
+    test failed the loop before a first connection, nor more than twice (mut83: the told-once flag starting set, and
+    the pause removed, survived: such a failure was never logged, and one that repeats spun the thread)."""
     line = HoldingProxy(broker.port)
     await line.start()
     await line.line(False)
     waits = PahoClient._reconnect_wait
-    failed = 0
+    failures: list[float] = []  # when paho's wait failed (monotonic)
 
     def failing(client: PahoClient) -> None:
-        nonlocal failed
-        if failed < 2:
-            failed += 1
+        if len(failures) < 3:
+            failures.append(time.monotonic())
             raise OSError(22, "Invalid argument")
         waits(client)
 
@@ -757,7 +756,8 @@ async def test_an_exception_out_of_pahos_network_loop_before_the_first_connectio
             agent = await make_agent(
                 mqtt={**mqtt_section(broker), "url": f"mqtt://127.0.0.1:{line.port}", "reconnect_max_s": 0.5}
             )
-            await wait_until(lambda: failed == 2, what="paho's wait failed twice, the line down")
+            await wait_until(lambda: len(failures) == 3, what="paho's wait failed three times, the line down")
+            assert failures[-1] - failures[0] >= 1.5, failures  # the loop's pause of a second after each
             await line.line(True)
             await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
             await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
