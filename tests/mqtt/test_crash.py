@@ -144,6 +144,7 @@ class _Redelivered:
     log: str
     fires: list[tuple]  # fires_total of the alarm groups
     kept: list[tuple]  # the kept reject's error
+    outcomes: dict[str, int]  # the link's count of what became of each message it took, in this run (the status API)
 
 
 async def _refuse_kill_redeliver(
@@ -207,13 +208,15 @@ async def _refuse_kill_redeliver(
         mails = await sink.wait_for(1, timeout=30)
         async with api_client(agent.port, token=None) as plain, plain.get("/metrics") as response:
             metrics = samples(await response.text())
+        async with api_client(agent.port) as api, api.get("/api/v1/status") as response:
+            outcomes = (await response.json())["mqtt"]["counts"]
         log = await asyncio.to_thread(agent.log.read_text)
         fires = await db_rows(db, "SELECT fires_total FROM alert_groups WHERE key LIKE '%:orders' OR key LIKE '%:mqtt'")
         kept = await db_rows(db, "SELECT json_extract(error, '$.error') FROM mqtt_rejects")
     finally:
         await agent.close()
         await proxy.stop()
-    return _Redelivered(mails=mails, metrics=metrics, log=log, fires=fires, kept=kept)
+    return _Redelivered(mails=mails, metrics=metrics, log=log, fires=fires, kept=kept, outcomes=outcomes)
 
 
 @pytest.mark.slow(seconds=8)
@@ -245,8 +248,10 @@ async def test_a_refused_message_whose_alarm_a_crash_lost_is_alerted_once_when_t
 ) -> None:
     """As above, but the agent is SIGKILLed after the refusal is kept and before the alert rules stored its alarm
     (in its group wait): the redelivery raises that alarm again, as the same occurrence. The manager's one mail names
-    the order and no further occurrence, the alarm fired once, and the repeat counts nothing. Before stop 83 the
-    redelivery was answered from the kept reject alone: no alarm, no mail to the manager."""
+    the order and no further occurrence, the alarm fired once, and the repeat counts nothing but the link's one
+    message taken as rejected. Before stop 83 the redelivery was answered from the kept reject alone: no alarm, no
+    mail to the manager (and, mut83: its outcome `"rejected"` → None survived; counted under no key, it failed the
+    message's handling after the answer, so it was never acknowledged and the broker held it in flight)."""
     got = await _refuse_kill_redeliver(tmp_path, printers, broker, backend, sink, refused, alarm_stored=False)
     [alert] = got.mails
     body = alert.get_body(("plain",)).get_content()
@@ -258,3 +263,4 @@ async def test_a_refused_message_whose_alarm_a_crash_lost_is_alerted_once_when_t
     error = {"invalid": "invalid_order", "too_large": "request_entity_too_large"}.get(refused, "conflict")
     assert got.kept == [(error,)]
     assert got.metrics[("edge_mqtt_rejected_total", (("error", error),))] == 0
+    assert got.outcomes["rejected"] == 1, got.outcomes
