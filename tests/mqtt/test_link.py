@@ -720,14 +720,25 @@ async def test_an_exception_out_of_pahos_network_loop_is_logged_once_and_the_lin
             monkeypatch.setattr(client, "_reconnect_wait", failing)
             await line.line(False)
             await wait_until(lambda: failed == 2, what="paho's wait failed twice")
-            await line.line(True)
-            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link back")
-            await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
-            await printers["kitchen"].wait_for_printed(1)
-        told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
-        assert [e["error"] for e in told] == ["OSError: [Errno 22] Invalid argument"], told
+            await _line_back_and_an_order_printed(agent, line, backend, printers)
+        _loop_failure_told_once(logs)
     finally:
         await line.stop()
+
+
+async def _line_back_and_an_order_printed(
+    agent: Agent, line: HoldingProxy, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The store's line to the broker back: the link comes up and the next order the backend publishes prints."""
+    await line.line(True)
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+    await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(1)
+
+
+def _loop_failure_told_once(logs: list[dict[str, Any]]) -> None:
+    told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
+    assert [e["error"] for e in told] == ["OSError: [Errno 22] Invalid argument"], told
 
 
 async def test_an_exception_out_of_pahos_network_loop_before_the_first_connection_is_logged_and_the_link_comes_up(
@@ -758,11 +769,7 @@ async def test_an_exception_out_of_pahos_network_loop_before_the_first_connectio
             )
             await wait_until(lambda: len(failures) == 3, what="paho's wait failed three times, the line down")
             assert failures[-1] - failures[0] >= 1.5, failures  # the loop's pause of a second after each
-            await line.line(True)
-            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
-            await backend.publish(ORDERS, make_order(1, prefix="after", print_receipt=False))
-            await printers["kitchen"].wait_for_printed(1)
-        told = [e for e in logs if e["event"] == "mqtt_network_loop_failed"]
-        assert [e["error"] for e in told] == ["OSError: [Errno 22] Invalid argument"], told
+            await _line_back_and_an_order_printed(agent, line, backend, printers)
+        _loop_failure_told_once(logs)
     finally:
         await line.stop()
