@@ -137,6 +137,18 @@ def _refused_cancel(new: NewOrder, stored: StoredOrder) -> bool:
     )
 
 
+def _cancel_refused(new: NewOrder, stored: StoredOrder, *, again: bool) -> CancelRefused:
+    """The event of a cancel refused at or below the open stored revision; ``again``: its redelivery's repeat."""
+    return CancelRefused(
+        order_id=new.order.id,
+        number=stored.number,
+        source=new.source,
+        revision=new.order.revision,
+        stored=stored.revision,
+        again=again,
+    )
+
+
 class OrderIntake:
     def __init__(self, router: Router, orders: OrderStore, bus: EventBus) -> None:
         self.router = router
@@ -199,11 +211,7 @@ class OrderIntake:
             return None
         order_id, sent = new.order.id, new.order.revision
         log.warning("cancel_not_applied", order_id=order_id, revision=sent, stored=stored.revision, source=new.source)
-        self._bus.publish(
-            CancelRefused(
-                order_id=order_id, number=stored.number, source=new.source, revision=sent, stored=stored.revision
-            )
-        )
+        self._bus.publish(_cancel_refused(new, stored, again=False))
         return OrderConflictError(
             order_id,
             f"order {order_id} is at revision {stored.revision}, open: this cancel at revision {sent} was not applied"
@@ -226,14 +234,7 @@ class OrderIntake:
         order_id, sent = new.order.id, new.order.revision
         stored = await self._orders.get(order_id)
         if stored is not None and _refused_cancel(new, stored) and sent <= stored.revision:
-            event: Event = CancelRefused(
-                order_id=order_id,
-                number=stored.number,
-                source=source,
-                revision=sent,
-                stored=stored.revision,
-                again=True,
-            )
+            event: Event = _cancel_refused(new, stored, again=True)
         else:
             event = OrderConflicted(
                 order_id=order_id,
